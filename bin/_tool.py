@@ -1,0 +1,46 @@
+"""Shared plumbing of the bin/ inference tools (not a flag module)."""
+
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0,
+                os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+
+import flowpp_flags  # pylint: disable=g-bad-import-order
+
+
+def run(main, name):
+  """absl ``app.run`` with one-line errors for bad flags and bad input."""
+
+  def wrapped(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+    if not flags.FLAGS['verbosity'].present:
+      logging.set_verbosity(logging.WARNING)
+    from tfp_flowpp import data as data_lib  # pylint: disable=g-import-not-at-top
+    from tfp_flowpp import training  # pylint: disable=g-import-not-at-top
+    try:
+      return main() or 0
+    except (ValueError, TypeError, OSError, data_lib.DataError,
+            training.TrainingError) as e:
+      message = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+      print(f'{name}: error: {message}', file=sys.stderr)
+      return 1
+
+  app.run(wrapped, flags_parser=flowpp_flags.flags_parser)
+
+
+def load(workdir):
+  """(model with EMA weights, configs dict, step) from a training workdir."""
+  from tfp_flowpp import training  # pylint: disable=g-import-not-at-top
+  return training.restore_for_inference(workdir)
+
+
+def dataset(configs):
+  from tfp_flowpp import data as data_lib  # pylint: disable=g-import-not-at-top
+  return data_lib.load_dataset(data_lib.DataConfig(**configs['data']))

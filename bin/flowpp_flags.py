@@ -1,0 +1,128 @@
+"""absl flags shared by the bin/ tools, generated from the library's configs.
+
+Every field of `ModelConfig`, `DataConfig` and `TrainConfig` becomes one flag
+with the field's ``help`` text (``--helpfull`` lists them all), so a
+``configs/NAME.flags`` file is just those fields as data. The library itself
+never defines flags; only the bin/ programs call `define_*`.
+"""
+
+import dataclasses
+import sys
+import types
+import typing
+
+from absl import flags
+
+from tfp_flowpp import config as model_config_lib
+from tfp_flowpp import data as data_lib
+from tfp_flowpp.training import config as train_config_lib
+
+# Fields the data decides (the model is built for the dataset's images).
+_DERIVED_MODEL_FIELDS = ('image_shape', 'num_levels')
+_CHOICES = dict(model_config_lib.CHOICES)
+_CHOICES.update({
+    'dequantizer_mixer': model_config_lib.CHOICES['mixer'],
+    'context_mixer': model_config_lib.CHOICES['mixer'],
+    'lr_decay': train_config_lib.LR_DECAYS,
+    'distribution': train_config_lib.DISTRIBUTIONS,
+})
+CONFIG_CLASSES = (model_config_lib.ModelConfig, data_lib.DataConfig,
+                  train_config_lib.TrainConfig)
+
+
+def _define_field(field, hint, flag_values):
+  name, default = field.name, field.default
+  help_text = field.metadata.get('help', name)
+  if name in flag_values:
+    return  # Shared field (e.g. seed) defined by an earlier config class.
+  origin = typing.get_origin(hint)
+  if origin in (typing.Union, types.UnionType):
+    args = {a for a in typing.get_args(hint) if a is not type(None)}
+    hint = float if args == {int, float} else args.pop()
+    origin = typing.get_origin(hint)
+  if hint is bool:
+    flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
+  elif hint is int:
+    flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
+  elif hint is float:
+    flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
+  elif name in _CHOICES:
+    flags.DEFINE_enum(
+        name, default, list(_CHOICES[name]), help_text, flag_values=flag_values)
+  elif hint is str:
+    flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+  elif hint is tuple or origin is tuple:
+    flags.DEFINE_list(
+        name, [str(v) for v in default or ()],
+        help_text + ' Comma-separated.',
+        flag_values=flag_values)
+  else:
+    raise TypeError(f'No flag type for {name}: {hint!r}')
+
+
+def define_config_flags(flag_values=flags.FLAGS, classes=CONFIG_CLASSES):
+  """Defines one flag per config field (skipping data-derived ones)."""
+  for cls in classes:
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+      if cls is model_config_lib.ModelConfig and (field.name
+                                                  in _DERIVED_MODEL_FIELDS):
+        continue
+      _define_field(field, hints[field.name], flag_values)
+
+
+def define_workdir_flag(flag_values=flags.FLAGS, required=True):
+  flags.DEFINE_string(
+      'workdir',
+      None,
+      'Run directory: checkpoints, config.json, metrics.jsonl, TensorBoard '
+      'events and figures. Re-running with the same workdir resumes.',
+      flag_values=flag_values,
+      required=required)
+
+
+def _values(cls, flag_values, **overrides):
+  hints = typing.get_type_hints(cls)
+  values = {}
+  for field in dataclasses.fields(cls):
+    if field.name in overrides:
+      values[field.name] = overrides[field.name]
+    elif field.name in flag_values:
+      value = flag_values[field.name].value
+      hint = hints[field.name]
+      if hint is tuple or typing.get_origin(hint) is tuple:
+        value = tuple(int(v) for v in value or ())
+      values[field.name] = value
+  return cls(**values)
+
+
+def model_config(flag_values, image_shape, num_levels):
+  return _values(
+      model_config_lib.ModelConfig,
+      flag_values,
+      image_shape=tuple(image_shape),
+      num_levels=num_levels)
+
+
+def data_config(flag_values):
+  return _values(data_lib.DataConfig, flag_values)
+
+
+def train_config(flag_values):
+  return _values(train_config_lib.TrainConfig, flag_values)
+
+
+def parse_flags_or_exit(argv, flag_values=flags.FLAGS):
+  """absl flag parsing that reports any error in one line and exits 2."""
+  try:
+    return flag_values(argv)
+  except flags.Error as e:
+    message = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+    prog = argv[0].rsplit('/', 1)[-1] if argv else 'flowpp'
+    print(f'{prog}: error: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
+def flags_parser(argv):
+  """`absl.app.run` ``flags_parser`` hook using `parse_flags_or_exit`."""
+  return parse_flags_or_exit(argv)

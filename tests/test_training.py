@@ -1,0 +1,332 @@
+"""The training loop: distribution, NaN skipping, checkpoints and resume."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfp_flowpp import config as config_lib
+from tfp_flowpp import data as data_lib
+from tfp_flowpp.training import config as train_config_lib
+from tfp_flowpp.training import trainer as trainer_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_model_config(**overrides):
+  values = dict(
+      flow='stripe:2',
+      components=2,
+      filters=8,
+      blocks=1,
+      heads=2,
+      dropout=0.,
+      dequantizer_flow='stripe:1',
+      dequantizer_filters=8,
+      dequantizer_blocks=1,
+      context_channels=4,
+      context_blocks=1)
+  values.update(overrides)
+  return config_lib.ModelConfig(**values)
+
+
+DATA = data_lib.DataConfig(dataset='digits', image_size=4)
+
+
+def train_config(**overrides):
+  values = dict(
+      train_steps=6,
+      batch_size=16,
+      init_batch_size=64,
+      learning_rate=2e-3,
+      warmup_steps=2,
+      log_every=2,
+      eval_every=3,
+      checkpoint_every=3,
+      eval_batch_size=512,
+      num_sample_images=4,
+      test_num_samples=2,
+      ema_decay=0.9)
+  values.update(overrides)
+  return train_config_lib.TrainConfig(**values)
+
+
+def mirrored_strategy():
+  devices = tf.config.list_logical_devices('CPU')[:2]
+  assert len(devices) == 2, 'conftest should create two logical CPUs'
+  return tf.distribute.MirroredStrategy([d.name for d in devices])
+
+
+def _variables(trainer):
+  return [v.numpy().copy() for v in trainer.model.trainable_variables]
+
+
+def test_mirrored_step_equals_single_device_step(tmp_path):
+  """One step on 2 replicas == the same gradients summed on one device."""
+  config = train_config(grad_clip_norm=0.05)  # Clipping must be global.
+  distributed = trainer_lib.Trainer(
+      tiny_model_config(),
+      DATA,
+      config,
+      str(tmp_path / 'mirrored'),
+      strategy=mirrored_strategy())
+  single = trainer_lib.Trainer(
+      tiny_model_config(),
+      DATA,
+      config,
+      str(tmp_path / 'single'),
+      strategy=tf.distribute.get_strategy())
+  for t in (distributed, single):
+    t.bar = None
+    t._restore_or_initialize()  # pylint: disable=protected-access
+  for a, b in zip(_variables(distributed), _variables(single)):
+    np.testing.assert_array_equal(a, b)
+
+  batch = next(iter(single.dataset.train_batches(16, start_step=1)))
+  step = tf.constant(1, tf.int64)
+  dist_batch = next(
+      iter(
+          distributed.strategy.experimental_distribute_dataset(
+              tf.data.Dataset.from_tensors(batch))))
+  loss, _, applied = distributed._make_train_step()(dist_batch, step)  # pylint: disable=protected-access
+  assert bool(applied)
+
+  # Reference: replica r sees half r with seed fold_in([seed, step], r); the
+  # optimizer gets the sum of the two halves' gradients (clipped globally).
+  model, variables = single.model, single.model.trainable_variables
+  grads, total = None, 0.
+  for r, half in enumerate(tf.split(batch, 2)):
+    seed = tf.random.experimental.stateless_fold_in(
+        tf.stack([tf.constant(0, tf.int64), step]), r)
+    with tf.GradientTape() as tape:
+      bpd = model.nats_to_bits_per_dim(
+          model.log_prob(half, seed=seed, training=True))
+      part = tf.reduce_sum(bpd) / 16.
+    g = tape.gradient(part, variables)
+    grads = g if grads is None else [x + y for x, y in zip(grads, g)]
+    total += float(part)
+  single.optimizer.apply_gradients(zip(grads, variables))
+  np.testing.assert_allclose(float(loss), total, rtol=1e-5)
+  initial = [
+      v.numpy() for v in trainer_lib.Trainer(
+          tiny_model_config(),
+          DATA,
+          config,
+          str(tmp_path / 'fresh'),
+          strategy=tf.distribute.get_strategy()).model.trainable_variables
+  ]
+  moved = 0
+  for a, b, start in zip(_variables(distributed), _variables(single), initial):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    moved += not np.allclose(a, start)
+  assert moved > len(initial) // 2  # The step really changed the weights.
+  assert int(distributed.optimizer.iterations.numpy()) == 1
+
+
+@pytest.mark.parametrize('replicas', [1, 2])
+def test_non_finite_step_is_skipped_and_counted(tmp_path, replicas):
+  strategy = (
+      mirrored_strategy() if replicas == 2 else tf.distribute.get_strategy())
+  trainer = trainer_lib.Trainer(
+      tiny_model_config(),
+      DATA,
+      train_config(),
+      str(tmp_path),
+      strategy=strategy)
+  trainer.bar = None
+  trainer._restore_or_initialize()  # pylint: disable=protected-access
+  step_fn = trainer._make_train_step()  # pylint: disable=protected-access
+  good = next(iter(trainer.dataset.train_batches(16, start_step=1)))
+  # Values >= L (17) are outside the model's range: the preprocessing logit
+  # becomes NaN. Poison only the second half (= the second replica's share).
+  poisoned = tf.concat(
+      [good[:8], tf.fill([8, 4, 4, 1], tf.constant(200, tf.uint8))], axis=0)
+
+  def run(images, step):
+    dist = next(
+        iter(
+            strategy.experimental_distribute_dataset(
+                tf.data.Dataset.from_tensors(images))))
+    return step_fn(dist, tf.constant(step, tf.int64))
+
+  before = _variables(trainer)
+  iterations = int(trainer.optimizer.iterations.numpy())
+  loss, _, applied = run(poisoned, 1)
+  assert not bool(applied) and not np.isfinite(float(loss))
+  for a, b in zip(before, _variables(trainer)):
+    np.testing.assert_array_equal(a, b)
+  assert int(trainer.optimizer.iterations.numpy()) == iterations
+  assert int(trainer.skipped.numpy()) == 1
+  assert int(trainer.consecutive_skips.numpy()) == 1
+  _, _, applied = run(good, 2)
+  assert bool(applied)
+  assert int(trainer.consecutive_skips.numpy()) == 0
+  assert int(trainer.skipped.numpy()) == 1
+  assert any(
+      not np.array_equal(a, b) for a, b in zip(before, _variables(trainer)))
+
+
+def test_training_run_writes_every_output_and_resumes(tmp_path):
+  workdir = str(tmp_path / 'run')
+  record = trainer_lib.Trainer(tiny_model_config(), DATA, train_config(),
+                               workdir).run()
+  assert record['step'] == 6 and np.isfinite(record['test_bpd'])
+  metrics = [
+      json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))
+  ]
+  assert [m['step'] for m in metrics] == [3, 6]
+  for key in ('step', 'epoch', 'train_bpd', 'val_bpd', 'images_per_sec',
+              'wall_time'):
+    assert all(key in m for m in metrics), key
+  assert 'test_bpd' in metrics[-1] and 'test_bpd' not in metrics[0]
+  figures = os.listdir(os.path.join(workdir, 'figures'))
+  assert {
+      'samples_00000003.png', 'samples_00000006.png', 'bpd_curve.png',
+      'samples_latest.png'
+  } <= set(figures)
+  assert os.listdir(os.path.join(workdir, 'tensorboard'))
+  assert tf.train.latest_checkpoint(os.path.join(workdir, 'checkpoints'))
+  # Extending train_steps continues from step 6, not from scratch.
+  record = trainer_lib.Trainer(tiny_model_config(), DATA,
+                               train_config(train_steps=9), workdir).run()
+  metrics = [
+      json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))
+  ]
+  assert [m['step'] for m in metrics] == [3, 6, 9]
+
+
+def test_different_architecture_is_refused_before_writing(tmp_path):
+  workdir = str(tmp_path / 'run')
+  trainer_lib.Trainer(tiny_model_config(), DATA, train_config(train_steps=3),
+                      workdir).run()
+  stamp = {
+      f: os.path.getmtime(os.path.join(workdir, f))
+      for f in ('config.json', 'metrics.jsonl')
+  }
+  with pytest.raises(ValueError, match='different architecture.*filters'):
+    trainer_lib.Trainer(
+        tiny_model_config(filters=16), DATA, train_config(), workdir)
+  for f, t in stamp.items():
+    assert os.path.getmtime(os.path.join(workdir, f)) == t
+
+
+def _train_command(workdir, *extra):
+  return [
+      sys.executable,
+      os.path.join(ROOT, 'bin', 'train'),
+      f'--flagfile={os.path.join(ROOT, "configs", "tiny.flags")}',
+      f'--workdir={workdir}', *extra
+  ]
+
+
+def _env():
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3')
+  env.pop('TF_CONFIG', None)
+  return env
+
+
+def test_sigkill_mid_training_resumes_from_last_checkpoint(tmp_path):
+  workdir = str(tmp_path / 'run')
+  command = _train_command(workdir, '--train_steps=400', '--checkpoint_every=5',
+                           '--eval_every=1000', '--log_every=5')
+  process = subprocess.Popen(
+      command,
+      env=_env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True)
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  deadline = time.time() + 240
+  while time.time() < deadline:
+    latest = tf.train.latest_checkpoint(checkpoints) if os.path.exists(
+        checkpoints) else None
+    if latest and int(latest.rsplit('-', 1)[1]) >= 10:
+      break
+    time.sleep(0.2)
+  else:
+    process.kill()
+    pytest.fail('no checkpoint beyond step 10 within the deadline')
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  killed_at = int(tf.train.latest_checkpoint(checkpoints).rsplit('-', 1)[1])
+  assert not [f for f in os.listdir(workdir) if f.startswith('.tmp')]
+  result = subprocess.run(
+      _train_command(workdir, '--train_steps=40', '--checkpoint_every=5',
+                     '--eval_every=1000', '--log_every=5'),
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  resumed = re.search(r'Resumed from .* at step (\d+)', result.stdout)
+  assert resumed, result.stdout[-2000:]
+  resumed_at = int(resumed.group(1))
+  assert resumed_at >= killed_at >= 10
+  latest = tf.train.latest_checkpoint(checkpoints)
+  assert latest.endswith('-40') or resumed_at >= 40
+  metrics = [
+      json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))
+  ]
+  steps = [m['step'] for m in metrics]
+  assert steps == sorted(set(steps)) and steps[-1] == max(40, resumed_at)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_multi_worker_training_with_two_local_processes(tmp_path):
+  workdir = str(tmp_path / 'run')
+  ports = [_free_port(), _free_port()]
+  cluster = {'worker': [f'127.0.0.1:{p}' for p in ports]}
+  processes = []
+  for index in range(2):
+    env = _env()
+    env['TF_CONFIG'] = json.dumps({
+        'cluster': cluster,
+        'task': {
+            'type': 'worker',
+            'index': index
+        }
+    })
+    processes.append(
+        subprocess.Popen(
+            _train_command(workdir, '--train_steps=6', '--eval_every=3',
+                           '--checkpoint_every=3', '--batch_size=16'),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True))
+  outputs = [p.communicate(timeout=600)[0] for p in processes]
+  for p, out in zip(processes, outputs):
+    assert p.returncode == 0, out[-3000:]
+  assert 'MultiWorkerMirroredStrategy on 2 replica(s)' in outputs[0], outputs[0]
+  metrics = [
+      json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))
+  ]
+  assert [m['step'] for m in metrics] == [3, 6]
+  assert np.isfinite(metrics[-1]['test_bpd'])
+  # Only the chief wrote the real checkpoints.
+  assert tf.train.latest_checkpoint(os.path.join(workdir, 'checkpoints'))
+  assert 'TEST' in outputs[0] and 'TEST' not in outputs[1]
+
+
+def test_cpu_budget_stops_training_and_still_evaluates(tmp_path):
+  workdir = str(tmp_path / 'run')
+  record = trainer_lib.Trainer(
+      tiny_model_config(), DATA,
+      train_config(train_steps=100000, eval_every=100000, max_cpu_seconds=8.),
+      workdir).run()
+  assert 0 < record['step'] < 100000
+  assert record['cpu_seconds'] >= 8.
+  assert np.isfinite(record['test_bpd'])

@@ -1,0 +1,154 @@
+"""`load_dataset`: turns a `DataConfig` into an `ImageDataset`.
+
+The ``dataset`` string picks the source (see `DATASETS`). In-memory sources
+all go through the same steps, in this order: keep ``classes``, center-crop
+and resize to ``image_size``, reduce to ``num_bits``, then split
+deterministically (`splits.split_indices`).
+"""
+
+import logging
+import os
+
+from tfp_flowpp.data import digits
+from tfp_flowpp.data import idx
+from tfp_flowpp.data import image_folder
+from tfp_flowpp.data import npz
+from tfp_flowpp.data import pipeline
+from tfp_flowpp.data import splits as splits_lib
+from tfp_flowpp.data import tfds_source
+from tfp_flowpp.data import transforms
+from tfp_flowpp.data.config import DataConfig
+from tfp_flowpp.data.errors import DataError
+
+__all__ = ['DATASETS', 'load_dataset', 'load_raw']
+
+_LOG = logging.getLogger(__name__)
+
+DATASETS = (
+    "'digits' (default: scikit-learn's 1,797 8x8 digits, 17 levels, no "
+    "download); 'idx:DIR' (MNIST-style IDX files, gz or raw); 'folder:DIR' "
+    "(PNG/JPEG images, class subfolders optional); 'npz:FILE' (uint8 "
+    "'images' [N,H,W(,C)], optional 'labels', 'test_images'); "
+    "'fashion_mnist' or 'mnist' (TFDS if prepared, else Debian's "
+    f"{idx.DEBIAN_FASHION_MNIST_DIR} for fashion_mnist); or any TFDS image "
+    "dataset name, e.g. cifar10, imagenet_resized/32x32, "
+    "imagenet_resized/64x64, celeb_a, downsampled_imagenet/64x64.")
+
+_PATH_KINDS = ('idx', 'folder', 'npz')
+
+
+def _path_argument(kind, arg):
+  if not arg:
+    what = 'FILE' if kind == 'npz' else 'DIR'
+    raise DataError(f"dataset '{kind}:' needs a path, e.g. {kind}:{what}.")
+  return os.path.expanduser(arg)
+
+
+def load_raw(config):
+  """Loads the source named by ``config.dataset``.
+
+  Returns:
+    `RawData` for in-memory sources, or a `tfds_source.TfdsSource` for TFDS
+    data sets (which decides itself whether to stream).
+
+  Raises:
+    DataError: unknown dataset form or any source problem.
+  """
+  dataset = config.dataset.strip()
+  kind, sep, arg = dataset.partition(':')
+  if sep and kind in _PATH_KINDS:
+    path = _path_argument(kind, arg)
+    if kind == 'idx':
+      return idx.load_idx_dir(path)
+    if kind == 'folder':
+      return image_folder.load_image_folder(path, config.image_size)
+    return npz.load_npz(path)
+  if dataset == 'digits':
+    return digits.load_digits()
+  if sep and not arg[:1].isdigit():
+    # 'name:version' is TFDS syntax; any other prefix is a mistake (and TFDS
+    # community prefixes would reach for the network).
+    raise DataError(f'unknown dataset {dataset!r}; valid forms: {DATASETS}')
+  if dataset in ('fashion_mnist', 'mnist') and not tfds_source.is_prepared(
+      dataset, config.data_dir):
+    if (dataset == 'fashion_mnist' and
+        os.path.isdir(idx.DEBIAN_FASHION_MNIST_DIR)):
+      _LOG.info('fashion_mnist is not prepared in TFDS; reading the IDX '
+                'files in %s.', idx.DEBIAN_FASHION_MNIST_DIR)
+      return idx.load_idx_dir(idx.DEBIAN_FASHION_MNIST_DIR,
+                              name='fashion_mnist',
+                              class_names=idx.FASHION_MNIST_CLASS_NAMES)
+  return tfds_source.TfdsSource(dataset, config)
+
+
+def load_dataset(config=None):
+  """Loads, filters, reduces and splits a data set.
+
+  Args:
+    config: A `DataConfig` (default: ``DataConfig()``, the digits).
+
+  Returns:
+    An `ImageDataset`.
+
+  Raises:
+    DataError: any user-facing problem, with a one-line message saying how
+      to fix it.
+  """
+  if config is None:
+    config = DataConfig()
+  if not isinstance(config, DataConfig):
+    raise DataError(f'load_dataset needs a DataConfig, got '
+                    f'{type(config).__name__}.')
+  raw = load_raw(config)
+  if isinstance(raw, tfds_source.TfdsSource):
+    if not raw.fits_in_memory():
+      return raw.to_streaming_dataset()
+    raw = raw.to_raw()
+  return dataset_from_raw(raw, config)
+
+
+def dataset_from_raw(raw, config):
+  """Builds an in-memory `ImageDataset` from `RawData` and a config."""
+  name = raw.name
+  num_levels = transforms.check_num_bits(config.num_bits, raw.num_levels,
+                                         name)
+  images, labels = transforms.filter_classes(
+      raw.images, raw.labels, config.classes, name, raw.class_names)
+  test_images, test_labels = raw.test_images, raw.test_labels
+  if test_images is not None and config.classes:
+    test_images, test_labels = transforms.filter_classes(
+        test_images, test_labels, config.classes, name, raw.class_names,
+        check_present=False)
+
+  size = config.image_size
+  if size is not None:
+    if images.shape[1:3] != (size, size):
+      images = transforms.center_crop_resize_np(images, size, raw.num_levels)
+    if test_images is not None and test_images.shape[1:3] != (size, size):
+      test_images = transforms.center_crop_resize_np(test_images, size,
+                                                     raw.num_levels)
+
+  images = transforms.reduce_bits(images, config.num_bits)
+  if test_images is not None:
+    test_images = transforms.reduce_bits(test_images, config.num_bits)
+
+  indices = splits_lib.split_indices(
+      len(images), has_official_test=test_images is not None, config=config,
+      name=name)
+
+  def subset(split):
+    i = indices[split]
+    return pipeline.ArraySplit(images[i],
+                               None if labels is None else labels[i])
+
+  backends = {'train': subset('train'), 'validation': subset('validation')}
+  if test_images is not None:
+    backends['test'] = pipeline.ArraySplit(test_images, test_labels)
+  else:
+    backends['test'] = subset('test')
+  dataset = pipeline.ImageDataset(
+      name=name, image_shape=images.shape[1:], num_levels=num_levels,
+      splits=backends, class_names=raw.class_names, seed=config.seed,
+      horizontal_flip=config.horizontal_flip, config=config)
+  _LOG.info('Loaded %r.', dataset)
+  return dataset

@@ -1,0 +1,117 @@
+"""Checkpoint layout and restoring a trained model for inference.
+
+A checkpoint holds the model, the optimizer (Adam moments, iteration count
+and the EMA/Polyak copies of the weights that `tf_keras` optimizers keep with
+``use_ema=True``), the step (which also fixes the data position: batch k of
+a run is always the same images) and the skipped-step counter.
+"""
+
+import tensorflow as tf
+import tf_keras
+
+from tfp_flowpp import model_builder
+from tfp_flowpp.training import config as train_config_lib
+from tfp_flowpp.training import schedules
+from tfp_flowpp.training import workdir as workdir_lib
+
+__all__ = [
+    'make_optimizer', 'make_checkpoint', 'restore_for_inference', 'ema_weights',
+    'CheckpointError'
+]
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that does not fit the model (one-line message)."""
+
+
+def make_optimizer(train_config):
+  """Adam with warmup schedule, global-norm clipping and EMA weights."""
+  return tf_keras.optimizers.Adam(
+      learning_rate=schedules.from_config(train_config),
+      beta_1=train_config.adam_beta1,
+      beta_2=train_config.adam_beta2,
+      epsilon=train_config.adam_epsilon,
+      global_clipnorm=train_config.grad_clip_norm or None,
+      use_ema=train_config.ema_decay > 0,
+      ema_momentum=train_config.ema_decay or 0.99)
+
+
+def make_checkpoint(model, optimizer, step, skipped):
+  return tf.train.Checkpoint(
+      model=model, optimizer=optimizer, step=step, skipped=skipped)
+
+
+class ema_weights:  # pylint: disable=invalid-name
+  """Context manager: the model holds its EMA weights inside the block.
+
+  Uses the optimizer's own `finalize_variable_values` and restores the raw
+  training weights on exit (also on errors). A no-op without EMA.
+  """
+
+  def __init__(self, model, optimizer):
+    self.variables = model.trainable_variables
+    self.optimizer = optimizer
+    self.backup = None
+
+  def __enter__(self):
+    if self.optimizer.use_ema:
+      self.backup = [tf.identity(v) for v in self.variables]
+      self.optimizer.finalize_variable_values(self.variables)
+    return self
+
+  def __exit__(self, *exc):
+    if self.backup is not None:
+      for variable, value in zip(self.variables, self.backup):
+        variable.assign(value)
+      self.backup = None
+    return False
+
+
+def restore_for_inference(workdir_path, use_ema=True, checkpoint_path=None):
+  """Rebuilds a trained model from a workdir with its EMA weights in place.
+
+  Args:
+    workdir_path: a directory written by `bin/train`.
+    use_ema: load the Polyak-averaged weights (what the paper evaluates).
+    checkpoint_path: a specific checkpoint prefix; default the latest.
+
+  Returns:
+    ``(model, configs, step)`` — configs is the raw dict of config.json.
+
+  Raises:
+    WorkdirError / CheckpointError with a one-line message.
+  """
+  workdir = workdir_lib.Workdir(workdir_path)
+  configs = workdir.read_configs()
+  model_config = workdir.model_config()
+  train_config = train_config_lib.TrainConfig(**configs['train'])
+  path = checkpoint_path or tf.train.latest_checkpoint(workdir.checkpoint_dir)
+  if not path:
+    raise CheckpointError(f'No checkpoint in {workdir.checkpoint_dir}.')
+  model = model_builder.build_model(model_config)
+  optimizer = make_optimizer(train_config)
+  optimizer.build(model.trainable_variables)
+  step = tf.Variable(0, dtype=tf.int64, trainable=False)
+  skipped = tf.Variable(0, dtype=tf.int64, trainable=False)
+  checkpoint = make_checkpoint(model, optimizer, step, skipped)
+  try:
+    status = checkpoint.read(path)
+    status.assert_existing_objects_matched()
+    status.expect_partial()  # The manager's save counter is not needed.
+  except (AssertionError, ValueError, tf.errors.OpError) as e:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(
+        e).__name__
+    raise CheckpointError(
+        f'Checkpoint {path} does not match the architecture in '
+        f'{workdir.config_path}: {first[:200]}') from e
+  if use_ema and optimizer.use_ema:
+    optimizer.finalize_variable_values(model.trainable_variables)
+  bad = [
+      v.name
+      for v in model.trainable_variables
+      if not bool(tf.reduce_all(tf.math.is_finite(v)))
+  ]
+  if bad:
+    raise CheckpointError(f'Checkpoint {path} holds non-finite weights '
+                          f'({bad[0]}).')
+  return model, configs, int(step.numpy())

@@ -1,0 +1,80 @@
+"""Learning-rate schedule: linear warmup, then constant / exponential / cosine.
+
+A `tf_keras` `LearningRateSchedule`, so the optimizer evaluates it on its own
+iteration counter (checkpointed with the optimizer) and it serialises.
+"""
+
+import math
+
+import tensorflow as tf
+import tf_keras
+
+__all__ = ['WarmupDecaySchedule', 'from_config']
+
+
+class WarmupDecaySchedule(tf_keras.optimizers.schedules.LearningRateSchedule):
+  """``lr(t)``: ``peak·(t+1)/warmup`` for t < warmup, then the chosen decay.
+
+  (t counts completed steps, so the first update already moves.)
+
+  * ``'none'``: constant ``peak``;
+  * ``'exponential'``: ``max(min_lr, peak · rate^(t − start))`` for t ≥ start;
+  * ``'cosine'``: from ``peak`` at ``start`` to ``min_lr`` at ``total``.
+  """
+
+  def __init__(self,
+               peak,
+               warmup_steps,
+               decay='none',
+               decay_rate=1.,
+               decay_start=0,
+               total_steps=1,
+               min_learning_rate=0.):
+    super().__init__()
+    self.peak = float(peak)
+    self.warmup_steps = int(warmup_steps)
+    self.decay = decay
+    self.decay_rate = float(decay_rate)
+    self.decay_start = int(max(decay_start, warmup_steps))
+    self.total_steps = int(total_steps)
+    self.min_learning_rate = float(min_learning_rate)
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.float32)
+    peak = tf.constant(self.peak, tf.float32)
+    warm = peak * (step + 1.) / max(self.warmup_steps, 1)
+    since = tf.maximum(step - self.decay_start, 0.)
+    if self.decay == 'exponential':
+      after = tf.maximum(self.min_learning_rate,
+                         peak * tf.pow(self.decay_rate, since))
+    elif self.decay == 'cosine':
+      span = max(self.total_steps - self.decay_start, 1)
+      progress = tf.minimum(since / span, 1.)
+      after = self.min_learning_rate + 0.5 * (
+          self.peak - self.min_learning_rate) * (1. +
+                                                 tf.cos(math.pi * progress))
+    else:
+      after = peak
+    return tf.where(step < self.warmup_steps, warm, after)
+
+  def get_config(self):
+    return dict(
+        peak=self.peak,
+        warmup_steps=self.warmup_steps,
+        decay=self.decay,
+        decay_rate=self.decay_rate,
+        decay_start=self.decay_start,
+        total_steps=self.total_steps,
+        min_learning_rate=self.min_learning_rate)
+
+
+def from_config(train_config):
+  """The schedule a `TrainConfig` describes."""
+  return WarmupDecaySchedule(
+      train_config.learning_rate,
+      train_config.warmup_steps,
+      decay=train_config.lr_decay,
+      decay_rate=train_config.lr_decay_rate,
+      decay_start=train_config.lr_decay_start,
+      total_steps=train_config.train_steps,
+      min_learning_rate=train_config.min_learning_rate)

@@ -1,0 +1,466 @@
+"""The training loop: distributed, resumable, NaN-safe, with EMA evaluation.
+
+`train(model_config, data_config, train_config, workdir)` is what
+``bin/train`` runs. In order, it
+
+1. loads the data and fits the model config to its image shape and levels;
+2. refuses a workdir holding a different architecture (before writing);
+3. builds model and optimizer under the `tf.distribute` strategy's scope;
+4. restores the latest checkpoint — or runs the data-dependent ActNorm
+   initialisation on one ``init_batch_size`` batch and saves step 0;
+5. trains: each step all-reduces the gradients, and applies them only if
+   the loss and every gradient are finite on every replica (otherwise the
+   step is skipped with parameters and optimizer state untouched, counted
+   and logged); Adam, warmup, global-norm clipping and EMA come from the
+   `tf_keras` optimizer;
+6. every ``eval_every`` steps evaluates validation bits/dim with the EMA
+   weights, writes a sample grid and a bpd curve, TensorBoard summaries and
+   one line of ``metrics.jsonl``; checkpoints every ``checkpoint_every``
+   steps and on exit (also on Ctrl-C / SIGTERM);
+7. at the end evaluates the test split with the importance-weighted bound.
+
+Killing the process at any point and re-running the same command resumes
+from the last checkpoint: the data position is a function of the step.
+"""
+
+import dataclasses
+import math
+import os
+import signal
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tfp_flowpp import data as data_lib
+from tfp_flowpp import model_builder
+from tfp_flowpp.training import checkpoints
+from tfp_flowpp.training import evaluation
+from tfp_flowpp.training import figures
+from tfp_flowpp.training import progress
+from tfp_flowpp.training import strategy as strategy_lib
+from tfp_flowpp.training import workdir as workdir_lib
+
+__all__ = ['Trainer', 'train', 'TrainingError']
+
+
+class TrainingError(RuntimeError):
+  """Training cannot continue (one-line message)."""
+
+
+class _Interrupted(Exception):
+  pass
+
+
+class Trainer:
+  """One training run in one workdir (see module docstring)."""
+
+  def __init__(self,
+               model_config,
+               data_config,
+               train_config,
+               workdir,
+               dataset=None,
+               strategy=None,
+               stream=None):
+    self.train_config = train_config
+    self.data_config = data_config
+    self.workdir = workdir_lib.Workdir(workdir)
+    self.stream = stream
+    self.strategy = strategy or strategy_lib.make_strategy(
+        train_config.distribution, train_config.num_cpu_replicas)
+    self.chief = strategy_lib.is_chief()
+    self.dataset = dataset or data_lib.load_dataset(data_config)
+    self.model_config = model_config.replace(
+        image_shape=tuple(self.dataset.image_shape),
+        num_levels=int(self.dataset.num_levels))
+    replicas = self.strategy.num_replicas_in_sync
+    if train_config.batch_size % replicas:
+      raise ValueError(f'batch_size {train_config.batch_size} is not '
+                       f'divisible by the {replicas} replicas.')
+    # Fail before writing anything if the workdir holds another model.
+    self.workdir.check_compatible(self.model_config)
+    self._build()
+
+  # Construction --------------------------------------------------------------
+
+  def _build(self):
+    with self.strategy.scope():
+      self.model = model_builder.build_model(self.model_config)
+      self.optimizer = checkpoints.make_optimizer(self.train_config)
+      self.step = tf.Variable(
+          0,
+          dtype=tf.int64,
+          trainable=False,
+          name='step',
+          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+      self.skipped = tf.Variable(
+          0,
+          dtype=tf.int64,
+          trainable=False,
+          name='skipped_steps',
+          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+      self.consecutive_skips = tf.Variable(
+          0,
+          dtype=tf.int64,
+          trainable=False,
+          name='consecutive_skips',
+          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+      # [sum, count] of the training bpd of applied steps, per log window
+      # and per evaluation window; read and reset from Python.
+      self.window_bpd = tf.Variable(
+          [0., 0.],
+          trainable=False,
+          name='window_bpd',
+          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+      self.eval_window_bpd = tf.Variable(
+          [0., 0.],
+          trainable=False,
+          name='eval_window_bpd',
+          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+    self.variables = self.model.trainable_variables
+    self.checkpoint = checkpoints.make_checkpoint(self.model, self.optimizer,
+                                                  self.step, self.skipped)
+    directory = self.workdir.checkpoint_dir
+    if not self.chief:
+      # Multi-worker saving is collective: every worker saves, non-chief
+      # workers into throw-away folders; all restore from the chief's.
+      directory = os.path.join(self.workdir.path, 'worker_tmp',
+                               strategy_lib.task_name())
+    self.manager = tf.train.CheckpointManager(
+        self.checkpoint,
+        directory,
+        max_to_keep=self.train_config.keep_checkpoints)
+    self.num_dims = self.model.num_dims
+    self.evaluator = evaluation.BpdEvaluator(
+        self.model, self.strategy, seed=self.train_config.seed + 1)
+
+  def _print(self, text):
+    if self.chief:
+      if self.bar is not None:
+        self.bar.message(text)
+      else:
+        print(text, file=self.stream, flush=True)
+
+  # Initialisation / restore ----------------------------------------------------
+
+  def _restore_or_initialize(self):
+    latest = tf.train.latest_checkpoint(self.workdir.checkpoint_dir)
+    if latest:
+      with self.strategy.scope():
+        self.optimizer.build(self.variables)
+      try:
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+      except (AssertionError, ValueError, tf.errors.OpError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise checkpoints.CheckpointError(
+            f'Checkpoint {latest} does not match this architecture: '
+            f'{first[:200]}') from e
+      step = int(self.step.numpy())
+      if self.chief:
+        self.workdir.truncate_metrics(step)
+      self._print(f'Resumed from {latest} at step {step} '
+                  f'({int(self.skipped.numpy())} skipped so far).')
+      return
+    if self.chief:
+      os.makedirs(self.workdir.path, exist_ok=True)
+      self.workdir.write_configs(self.model_config, self.data_config,
+                                 self.train_config)
+    batch = next(
+        iter(
+            self.dataset.train_batches(
+                self.train_config.init_batch_size, start_step=0)))
+    started = time.time()
+    # Cross-replica context: every replica gets the same initial values.
+    bound = self.model.initialize(
+        batch, seed=tf.constant([self.train_config.seed, -1], tf.int32))
+    init_bpd = float(tf.reduce_mean(self.model.nats_to_bits_per_dim(bound)))
+    if not math.isfinite(init_bpd):
+      raise TrainingError('Data-dependent initialisation produced a non-finite '
+                          'bound; check the data range and num_levels.')
+    # Build the optimizer only now, so the EMA starts at initialised values.
+    with self.strategy.scope():
+      self.optimizer.build(self.variables)
+    self._print(
+        f'Initialised {model_builder.count_parameters(self.model):,} '
+        f'parameters on {int(batch.shape[0])} images '
+        f'({time.time() - started:.1f}s): {init_bpd:.4f} bits/dim. Training '
+        f'with {strategy_lib.describe(self.strategy)}.')
+    self.manager.save(checkpoint_number=0)
+
+  # Train step ----------------------------------------------------------------
+
+  def _apply_if_finite(self, strategy, grads, finite):
+    """Cross-replica: apply the (already reduced) gradients, or skip."""
+    finite = strategy.experimental_local_results(finite)[0]
+
+    def apply():
+      strategy.extended.call_for_each_replica(
+          lambda g: self.optimizer.apply_gradients(
+              zip(g, self.variables), skip_gradients_aggregation=True),
+          args=(grads,))
+      self.consecutive_skips.assign(0)
+      return tf.constant(True)
+
+    def skip():
+      self.skipped.assign_add(1)
+      self.consecutive_skips.assign_add(1)
+      return tf.constant(False)
+
+    return tf.cond(finite, apply, skip)
+
+  def _make_train_step(self):
+    model, strategy = self.model, self.strategy
+    global_batch = float(self.train_config.batch_size)
+    seed0 = self.train_config.seed
+
+    def replica_fn(images, step):
+      ctx = tf.distribute.get_replica_context()
+      seed = tf.random.experimental.stateless_fold_in(
+          tf.stack([tf.constant(seed0, tf.int64), step]),
+          ctx.replica_id_in_sync_group)
+      with tf.GradientTape() as tape:
+        bound = model.log_prob(images, seed=seed, training=True)
+        bpd = model.nats_to_bits_per_dim(bound)
+        loss = tf.reduce_sum(bpd) / global_batch
+      grads = tape.gradient(loss, self.variables)
+      grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+      loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss)
+      grad_norm = tf.linalg.global_norm(grads)
+      finite = tf.logical_and(
+          tf.math.is_finite(loss), tf.math.is_finite(grad_norm))
+      applied = ctx.merge_call(self._apply_if_finite, args=(grads, finite))
+      return loss, grad_norm, applied
+
+    @tf.function
+    def train_step(images, step):
+      loss, grad_norm, applied = strategy.run(replica_fn, args=(images, step))
+      first = lambda t: strategy.experimental_local_results(t)[0]
+      loss, grad_norm, applied = first(loss), first(grad_norm), first(applied)
+      self.step.assign_add(1)
+      update = tf.where(applied, tf.stack([tf.cast(loss, tf.float32), 1.]),
+                        tf.zeros([2]))
+      self.window_bpd.assign_add(update)
+      self.eval_window_bpd.assign_add(update)
+      return loss, grad_norm, applied
+
+    return train_step
+
+  # Evaluation ----------------------------------------------------------------
+
+  def _sample_grid(self, step):
+    n = self.train_config.num_sample_images
+    if not n:
+      return None
+    seed = tf.constant([self.train_config.seed, 12345], tf.int32)
+    images = self._sample_fn(n, seed)
+    path = os.path.join(self.workdir.figures_dir, f'samples_{step:08d}.png')
+    grid = figures.save_image_grid(images.numpy(), path, self.model.num_levels)
+    figures.atomic_write_bytes(
+        os.path.join(self.workdir.figures_dir, 'samples_latest.png'),
+        open(path, 'rb').read())
+    return grid
+
+  def _evaluate(self, step, train_stats, final=False):
+    cfg = self.train_config
+    steps_per_epoch = max(self.dataset.steps_per_epoch(cfg.batch_size), 1)
+    record = dict(
+        step=step, epoch=step / steps_per_epoch, wall_time=time.time(),
+        elapsed_sec=self.elapsed, cpu_seconds=getattr(self, 'cpu_seconds', 0.),
+        skipped_steps=int(self.skipped.numpy()),
+        learning_rate=float(tf.convert_to_tensor(self.optimizer.learning_rate)))
+    record.update(train_stats)
+    with checkpoints.ema_weights(self.model, self.optimizer):
+      val = self.evaluator.evaluate(
+          self.dataset.eval_batches('validation', cfg.eval_batch_size),
+          num_samples=cfg.eval_num_samples,
+          max_images=cfg.max_eval_images)
+      record['val_bpd'] = val['bpd']
+      record['val_num_samples'] = cfg.eval_num_samples
+      if final:
+        test = self.evaluator.evaluate(
+            self.dataset.eval_batches('test', cfg.eval_batch_size),
+            num_samples=cfg.test_num_samples)
+        record['test_bpd'] = test['bpd']
+        record['test_num_samples'] = cfg.test_num_samples
+        record['test_seconds'] = test['seconds']
+      grid = self._sample_grid(step) if self.chief else None
+    if not self.chief:
+      return record
+    self.workdir.append_metrics(record)
+    with self.writer.as_default(step=step):
+      tf.summary.scalar('val/bpd', record['val_bpd'])
+      if 'test_bpd' in record:
+        tf.summary.scalar('test/bpd', record['test_bpd'])
+      if grid is not None:
+        tf.summary.image('samples', grid[np.newaxis], max_outputs=1)
+    self.writer.flush()
+    self._plot_curves()
+    message = (f'eval @ step {step}: val {record["val_bpd"]:.4f} bits/dim '
+               f'(k={cfg.eval_num_samples})')
+    if 'train_bpd' in record:
+      message += f', train {record["train_bpd"]:.4f}'
+    if final:
+      message += (f', TEST {record["test_bpd"]:.4f} bits/dim '
+                  f'(importance-weighted, k={cfg.test_num_samples})')
+    self._print(message)
+    return record
+
+  def _plot_curves(self):
+    records = self.workdir.read_metrics()
+    curves = {}
+    for key, name in (('train_bpd', 'train'), ('val_bpd', 'validation'),
+                      ('test_bpd', 'test')):
+      points = [(r['step'], r[key]) for r in records if key in r]
+      curves[name] = ([p[0] for p in points], [p[1] for p in points])
+    baselines = {}
+    if self.baseline_bpd is not None:
+      baselines['per-pixel histogram'] = self.baseline_bpd
+    figures.plot_bpd_curves(
+        curves,
+        os.path.join(self.workdir.figures_dir, 'bpd_curve.png'),
+        title=f'{self.dataset.name}: bits/dim',
+        baselines=baselines)
+
+  # Main loop -------------------------------------------------------------------
+
+  def run(self):
+    """Trains to ``train_steps``; returns the last metrics record."""
+    cfg = self.train_config
+    self.bar = None
+    self.elapsed = 0.
+    self.images_per_sec = None
+    self._restore_or_initialize()
+    self.writer = (
+        tf.summary.create_file_writer(self.workdir.tensorboard_dir)
+        if self.chief else tf.summary.create_noop_writer())
+    self.baseline_bpd = self._histogram_baseline()
+    self._sample_fn = tf.function(lambda n, seed: self.model.sample(
+        n, seed=seed, temperature=cfg.sample_temperature))
+    train_step = self._make_train_step()
+    start = int(self.step.numpy())
+    if start >= cfg.train_steps:
+      self._print(f'Already trained to step {start} (train_steps='
+                  f'{cfg.train_steps}).')
+      return self._final(start, {})
+    batches = self.dataset.train_batches(cfg.batch_size, start_step=start)
+    iterator = iter(self.strategy.experimental_distribute_dataset(batches))
+    self.bar = progress.ProgressBar(
+        cfg.train_steps, start=start,
+        stream=self.stream) if self.chief else None
+    previous_handler = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+      del signum, frame
+      raise _Interrupted()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    window_images = 0
+    window_start = time.time()
+    step = start
+    self.cpu_seconds = 0.
+    cpu_start = time.process_time()
+    try:
+      while step < cfg.train_steps:
+        if cfg.max_cpu_seconds and (
+            self.cpu_seconds + time.process_time() - cpu_start >=
+            cfg.max_cpu_seconds):
+          self._print(f'CPU budget of {cfg.max_cpu_seconds:.0f}s reached at '
+                      f'step {step}.')
+          break
+        images = next(iterator)
+        _, grad_norm, _ = train_step(images, tf.constant(step, tf.int64))
+        step += 1
+        window_images += cfg.batch_size
+        last = step == cfg.train_steps
+        if step % cfg.log_every == 0 or last or step % cfg.eval_every == 0:
+          elapsed = time.time() - window_start
+          self.elapsed += elapsed
+          self.images_per_sec = window_images / max(elapsed, 1e-9)
+          self._log(step, float(grad_norm))
+          window_images = 0
+          window_start = time.time()
+        if step % cfg.checkpoint_every == 0 and not last:
+          self.manager.save(checkpoint_number=step)
+        if step % cfg.eval_every == 0 and not last:
+          eval_start = time.time()
+          self.cpu_seconds += time.process_time() - cpu_start
+          self._evaluate(step, self._train_stats())
+          cpu_start = time.process_time()
+          window_start += time.time() - eval_start
+    except (KeyboardInterrupt, _Interrupted):
+      self.manager.save(checkpoint_number=int(self.step.numpy()))
+      if self.bar is not None:
+        self.bar.close()
+      self._print(f'Interrupted at step {int(self.step.numpy())}; checkpoint '
+                  'saved. Re-run the same command to resume.')
+      raise
+    finally:
+      signal.signal(signal.SIGTERM, previous_handler)
+    self.cpu_seconds += time.process_time() - cpu_start
+    if self.bar is not None:
+      self.bar.close()
+    self.manager.save(checkpoint_number=step)
+    return self._final(step, self._train_stats())
+
+  def _log(self, step, grad_norm):
+    """Progress bar + TensorBoard scalars for the window since last log."""
+    cfg = self.train_config
+    total, count = (float(v) for v in self.window_bpd.numpy())
+    self.window_bpd.assign([0., 0.])
+    bpd = total / count if count else float('nan')
+    consecutive = int(self.consecutive_skips.numpy())
+    skipped = int(self.skipped.numpy())
+    if consecutive >= cfg.max_consecutive_skips:
+      raise TrainingError(
+          f'{consecutive} consecutive steps had a non-finite loss or gradient; '
+          'stopping (parameters are from the last good step). Lower '
+          '--learning_rate or check the data.')
+    lr = float(tf.convert_to_tensor(self.optimizer.learning_rate))
+    if self.bar is not None:
+      self.bar.update(
+          step,
+          bpd=bpd,
+          **{'img/s': self.images_per_sec},
+          skipped=skipped or None)
+    with self.writer.as_default(step=step):
+      if count:
+        tf.summary.scalar('train/bpd', bpd)
+      tf.summary.scalar('train/grad_norm', grad_norm)
+      tf.summary.scalar('train/learning_rate', lr)
+      tf.summary.scalar('train/skipped_steps', skipped)
+      tf.summary.scalar('train/images_per_sec', self.images_per_sec)
+
+  def _train_stats(self):
+    """Mean train bpd since the last evaluation (applied steps only)."""
+    total, count = (float(v) for v in self.eval_window_bpd.numpy())
+    self.eval_window_bpd.assign([0., 0.])
+    stats = {'images_per_sec': self.images_per_sec}
+    if count:
+      stats['train_bpd'] = total / count
+    return stats
+
+  def _final(self, step, stats):
+    record = self._evaluate(step, stats, final=True)
+    if self.baseline_bpd is not None and 'test_bpd' in record:
+      verdict = ('beats'
+                 if record['test_bpd'] < self.baseline_bpd else 'does NOT beat')
+      self._print(
+          f'Test bits/dim {record["test_bpd"]:.4f} {verdict} the per-pixel '
+          f'histogram baseline {self.baseline_bpd:.4f} on the same split.')
+    return record
+
+  def _histogram_baseline(self):
+    try:
+      train = self.dataset.arrays('train')
+      test = self.dataset.arrays('test')
+    except (data_lib.DataError, NotImplementedError):
+      return None
+    return float(
+        data_lib.per_pixel_histogram_bpd(train, test, self.dataset.num_levels))
+
+
+def train(model_config, data_config, train_config, workdir, stream=None):
+  """Builds a `Trainer` and runs it; returns the final metrics record."""
+  return Trainer(
+      model_config, data_config, train_config, workdir, stream=stream).run()
