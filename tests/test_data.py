@@ -606,8 +606,11 @@ def test_tfds_offline_fails_fast(tmp_path):
 def test_tfds_unreachable_host_fails_fast_even_if_connect_hangs(
     tmp_path, monkeypatch):
   def hang(*args, **kwargs):
+    # A connect that hangs, then fails like a real one would (the daemon
+    # probe thread outlives the test; it must not end in an odd exception).
     del args, kwargs
     time.sleep(30)
+    raise socket.timeout('timed out')
 
   monkeypatch.setattr(socket, 'create_connection', hang)
   monkeypatch.setattr(tfds_source, 'CONNECT_TIMEOUT_SECONDS', 0.5)

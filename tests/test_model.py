@@ -413,3 +413,13 @@ def test_small_configs_take_a_training_step(name):
   assert moving == changed
   assert sum(moving) > (
       len(variables) // 2 if 'glow' in name else len(variables) - 1)
+
+
+def test_gradients_stay_finite_after_training(trained_tiny):
+  _, model, _, _, _ = trained_tiny
+  with tf.GradientTape() as tape:
+    bound = model.log_prob(all_images(), seed=[9, 9], training=True)
+    loss = -tf.reduce_mean(bound)
+  grads = tape.gradient(loss, model.trainable_variables)
+  assert np.all(np.isfinite(bound))
+  assert all(g is not None and np.all(np.isfinite(g)) for g in grads)

@@ -19,51 +19,13 @@ All have zero log-det.
 """
 
 import tensorflow as tf
-import tensorflow_probability as tfp
 
-tfb = tfp.bijectors
+from tfp_flowpp.bijectors import rearrangement
 
 __all__ = ['StripeSplit', 'CheckerboardSplit', 'ChannelSplit', 'SPLITS']
 
 
-class _PairingSplit(tfb.Bijector):
-  """Common shape bookkeeping for the splits."""
-
-  def __init__(self, event_shape, out_shape, validate_args, parameters, name):
-    self._event_shape_tuple = tuple(int(d) for d in event_shape)
-    self._out_shape = tuple(int(d) for d in out_shape)
-    with tf.name_scope(name) as name:
-      super().__init__(
-          forward_min_event_ndims=3,
-          is_constant_jacobian=True,
-          validate_args=validate_args,
-          parameters=parameters,
-          name=name)
-
-  @property
-  def output_shape(self):
-    return self._out_shape
-
-  def _forward_log_det_jacobian(self, x):
-    return tf.zeros([], x.dtype)
-
-  def _forward_event_shape(self, input_shape):
-    return tf.TensorShape(self._out_shape)
-
-  def _inverse_event_shape(self, output_shape):
-    return tf.TensorShape(self._event_shape_tuple)
-
-  def _forward_event_shape_tensor(self, input_shape):
-    return tf.constant(self._out_shape, tf.int32)
-
-  def _inverse_event_shape_tensor(self, output_shape):
-    return tf.constant(self._event_shape_tuple, tf.int32)
-
-  def _reshape(self, x, shape):
-    return tf.reshape(x, tf.concat([tf.shape(x)[:-3], shape], 0))
-
-
-class StripeSplit(_PairingSplit):
+class StripeSplit(rearrangement.Rearrangement):
   """Even/odd columns → channel halves: ``[H, W, C] → [H, W/2, 2C]``."""
 
   def __init__(self, event_shape, validate_args=False, name='stripe_split'):
@@ -81,7 +43,7 @@ class StripeSplit(_PairingSplit):
     return self._reshape(y, self._event_shape_tuple)
 
 
-class CheckerboardSplit(_PairingSplit):
+class CheckerboardSplit(rearrangement.Rearrangement):
   """(i+j)-parity halves → channel halves: ``[H, W, C] → [H, W/2, 2C]``."""
 
   def __init__(self,
@@ -117,7 +79,7 @@ class CheckerboardSplit(_PairingSplit):
     return self._swap_odd_rows(image)
 
 
-class ChannelSplit(_PairingSplit):
+class ChannelSplit(rearrangement.Rearrangement):
   """First/second channel half: the identity on ``[H, W, C]`` (C even)."""
 
   def __init__(self, event_shape, validate_args=False, name='channel_split'):
