@@ -185,3 +185,22 @@ def test_quickstart_beats_the_histogram_baseline(tmp_path):
   print(result.stdout[-600:])
   assert final['test_bpd'] < 2.42
   assert 'beats the per-pixel histogram baseline' in result.stdout
+
+
+def test_corrupted_checkpoint_is_a_one_line_error(trained, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'copy')
+  shutil.copytree(trained[0], workdir)
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  for name in os.listdir(checkpoints):
+    if '.data-' in name:
+      with open(os.path.join(checkpoints, name), 'r+b') as f:
+        f.truncate(16)
+  for tool, extra in (('evaluate', []),
+                      ('sample', [f'--out={tmp_path}/x.png']),
+                      ('train', [f'--flagfile={TINY}', '--train_steps=30'])):
+    result = run(tool, f'--workdir={workdir}', *extra)
+    assert result.returncode != 0, tool
+    ours = error_lines(result)
+    assert len(ours) == 1 and 'heckpoint' in ours[0], (tool, result.stderr[-1500:])
+  assert not os.path.exists(f'{tmp_path}/x.png')

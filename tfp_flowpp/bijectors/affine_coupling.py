@@ -45,7 +45,7 @@ class AffineCoupling(coupling.CouplingBijector):
         name=name)
 
   def _log_scale_and_shift(self, params):
-    h, shift = params[..., 0], params[..., 1]
+    h, shift = tf.unstack(params, axis=-1)
     if self._scale_fn == 'exp_tanh':
       log_scale = tf.tanh(h)
     else:

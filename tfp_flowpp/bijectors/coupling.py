@@ -110,14 +110,14 @@ class CouplingBijector(fused_log_det.FusedLogDetBijector):
 
   def _transform_and_log_det(self, x, context=None, training=False):
     self._check_shape(x)
-    x_a, x_b = x[..., :self._half], x[..., self._half:]
+    x_a, x_b = tf.split(x, [self._half, self._half], axis=-1)
     y_b, fldj = self._coupling_forward(x_b,
                                        self._params(x_a, context, training))
     return tf.concat([x_a, y_b], axis=-1), fldj
 
   def _inverse_transform_and_log_det(self, y, context=None, training=False):
     self._check_shape(y)
-    y_a, y_b = y[..., :self._half], y[..., self._half:]
+    y_a, y_b = tf.split(y, [self._half, self._half], axis=-1)
     x_b, ildj = self._coupling_inverse(y_b,
                                        self._params(y_a, context, training))
     return tf.concat([y_a, x_b], axis=-1), ildj

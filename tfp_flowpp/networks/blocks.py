@@ -4,6 +4,12 @@
   context) → concat_elu → dropout → conv (1×1 or 3×3) to 2F → GLU → residual.
 * `GatedAttentionBlock`: + learned positional embedding → 1×1 to Q, K, V →
   multi-head softmax(QKᵀ/√d)V → dropout → 1×1 to 2F → GLU → residual.
+  On a CPU the attention core is memory-bound (head dimensions of 12–24
+  make the [N, N] logits the largest tensors of the model), so it is
+  computed per group of images whose [heads, N, N] tensors fit in cache,
+  with Q pre-scaled by 1/√d and a hand-written gradient that needs no
+  [N, N]-sized reduction (``rowsum(dP ⊙ P) = rowsum(dO ⊙ O)``); see
+  `attention` — same values and gradients as the plain formula.
 * `PointwiseMaxoutBlock`: the official "no attention" ablation's
   parameter-matched replacement (1×1 to 3F → max over the 3 → 1×1 to 2F →
   GLU → residual).
@@ -16,6 +22,76 @@ import tensorflow as tf
 from tfp_flowpp.networks import layers
 
 __all__ = ['GatedConvBlock', 'GatedAttentionBlock', 'PointwiseMaxoutBlock']
+
+
+# Largest [images, heads, N, N] attention tensor processed at once (bytes):
+# big enough for efficient kernels, small enough to stay in the L2/L3 cache
+# between the QKᵀ matmul, the softmax and the PV matmul (measured on a
+# 2-core Zen 5: 1.5–2× faster attention forward + backward than one
+# batch-wide pass for the Fashion-MNIST and CIFAR-10 Flow++ shapes).
+ATTENTION_CHUNK_BYTES = 6 * 2**20
+# Up to this many chunks are unrolled in the graph (fastest); beyond that —
+# and whenever the batch size is unknown at trace time — a `tf.map_fn` loop
+# keeps the graph (and tracing time) independent of the batch size.
+MAX_UNROLLED_ATTENTION_CHUNKS = 16
+
+
+@tf.custom_gradient
+def _attention_core(q, k, v):
+  """softmax(q kᵀ) v over the last two axes; q already scaled by 1/√d.
+
+  The gradient uses ``rowsum(dP ⊙ P) = rowsum(dO ⊙ O)`` (dP = dO vᵀ,
+  O = P v): an [N, d] reduction instead of the [N, N] product and sum the
+  generic softmax gradient builds, so the backward pass reads and writes
+  two fewer [N, N] tensors.
+  """
+  p = tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1)
+  o = tf.matmul(p, v)
+
+  def grad(do):
+    dp = tf.matmul(do, v, transpose_b=True)
+    ds = p * (dp - tf.reduce_sum(do * o, axis=-1, keepdims=True))
+    return (tf.matmul(ds, k), tf.matmul(ds, q, transpose_a=True),
+            tf.matmul(p, do, transpose_a=True))
+
+  return o, grad
+
+
+def attention(q, k, v):
+  """Multi-head ``softmax(q kᵀ / √d) v`` for ``[B, heads, N, d]`` tensors.
+
+  Equal to the plain formula (to float rounding; gradients included),
+  computed in groups of images with at most `ATTENTION_CHUNK_BYTES` of
+  logits each — unrolled for a static batch of at most
+  `MAX_UNROLLED_ATTENTION_CHUNKS` groups, else in a `tf.map_fn` loop.
+  """
+  heads, steps, dim = q.shape[1:]
+  q = q * tf.constant(1. / math.sqrt(dim), q.dtype)
+  if steps is None or heads is None:
+    return _attention_core(q, k, v)
+  per_image = heads * steps * steps * q.dtype.size
+  images_per_chunk = max(1, ATTENTION_CHUNK_BYTES // per_image)
+  batch = q.shape[0]
+  if batch is not None:
+    chunks = -(-batch // images_per_chunk)
+    if chunks <= 1:
+      return _attention_core(q, k, v)
+    if chunks <= MAX_UNROLLED_ATTENTION_CHUNKS:
+      sizes = [batch // chunks + (i < batch % chunks) for i in range(chunks)]
+      parts = zip(tf.split(q, sizes), tf.split(k, sizes), tf.split(v, sizes))
+      return tf.concat([_attention_core(*p) for p in parts], axis=0)
+  batch = tf.shape(q)[0]
+  chunks = tf.maximum(1, -(-batch // images_per_chunk))
+  size = -(-batch // chunks)
+
+  def grouped(t):
+    t = tf.pad(t, [[0, chunks * size - batch], [0, 0], [0, 0], [0, 0]])
+    return tf.reshape(t, [chunks, size, heads, steps, dim])
+
+  out = tf.map_fn(
+      lambda qkv: _attention_core(*qkv), (grouped(q), grouped(k), grouped(v)),
+      fn_output_signature=q.dtype)
+  return tf.reshape(out, [chunks * size, heads, steps, dim])[:batch]
 
 
 def _dropout(x, rate, training):
@@ -114,16 +190,16 @@ class GatedAttentionBlock(tf.Module):
           name='out')
 
   def __call__(self, x, positional_embedding, training=False):
-    shape = tf.shape(x)
-    batch, height, width = shape[0], shape[1], shape[2]
+    # Static sizes where known, so `attention` can size its chunks.
+    batch, height, width = (
+        s if s is not None else tf.shape(x)[i]
+        for i, s in enumerate(x.shape[:3]))
     steps = height * width
     dim = self.filters // self.heads
     qkv = self.qkv(x + tf.cast(positional_embedding, x.dtype))
     qkv = tf.reshape(qkv, [batch, steps, 3, self.heads, dim])
     q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]), axis=0)
-    logits = tf.matmul(q, k, transpose_b=True) / math.sqrt(dim)
-    weights = tf.nn.softmax(logits, axis=-1)
-    attended = tf.transpose(tf.matmul(weights, v), [0, 2, 1, 3])
+    attended = tf.transpose(attention(q, k, v), [0, 2, 1, 3])
     attended = tf.reshape(attended, [batch, height, width, self.filters])
     attended = _dropout(attended, self.dropout, training)
     return x + layers.gate(self.out(attended))

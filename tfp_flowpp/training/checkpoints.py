@@ -16,6 +16,7 @@ from tfp_flowpp.training import workdir as workdir_lib
 
 __all__ = [
     'make_optimizer', 'make_checkpoint', 'restore_for_inference', 'ema_weights',
+    'restore_error', 'RESTORE_ERRORS',
     'CheckpointError'
 ]
 
@@ -67,6 +68,25 @@ class ema_weights:  # pylint: disable=invalid-name
     return False
 
 
+# What `tf.train.Checkpoint.read/restore` raise for a checkpoint that does
+# not fit the objects (AssertionError, ValueError, NotFoundError) or whose
+# files are truncated or corrupted (IndexError from the bundle reader,
+# DataLossError, other OpErrors).
+RESTORE_ERRORS = (AssertionError, ValueError, IndexError, tf.errors.OpError)
+
+
+def restore_error(path, error, what='this architecture'):
+  """A one-line `CheckpointError` for an exception in `RESTORE_ERRORS`."""
+  first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+  if isinstance(error, (IndexError, tf.errors.DataLossError)) or any(
+      word in first.lower() for word in ('corrupt', 'truncat', 'checksum')):
+    return CheckpointError(
+        f'Checkpoint {path} is unreadable (truncated or corrupted files): '
+        f'{first[:200]}')
+  return CheckpointError(
+      f'Checkpoint {path} does not match {what}: {first[:200]}')
+
+
 def restore_for_inference(workdir_path, use_ema=True, checkpoint_path=None):
   """Rebuilds a trained model from a workdir with its EMA weights in place.
 
@@ -98,12 +118,9 @@ def restore_for_inference(workdir_path, use_ema=True, checkpoint_path=None):
     status = checkpoint.read(path)
     status.assert_existing_objects_matched()
     status.expect_partial()  # The manager's save counter is not needed.
-  except (AssertionError, ValueError, tf.errors.OpError) as e:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(
-        e).__name__
-    raise CheckpointError(
-        f'Checkpoint {path} does not match the architecture in '
-        f'{workdir.config_path}: {first[:200]}') from e
+  except RESTORE_ERRORS as e:
+    raise restore_error(
+        path, e, f'the architecture in {workdir.config_path}') from e
   if use_ema and optimizer.use_ema:
     optimizer.finalize_variable_values(model.trainable_variables)
   bad = [

@@ -151,11 +151,8 @@ class Trainer:
         self.optimizer.build(self.variables)
       try:
         self.checkpoint.restore(latest).assert_existing_objects_matched()
-      except (AssertionError, ValueError, tf.errors.OpError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise checkpoints.CheckpointError(
-            f'Checkpoint {latest} does not match this architecture: '
-            f'{first[:200]}') from e
+      except checkpoints.RESTORE_ERRORS as e:
+        raise checkpoints.restore_error(latest, e) from e
       step = int(self.step.numpy())
       if self.chief:
         self.workdir.truncate_metrics(step)

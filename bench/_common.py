@@ -1,0 +1,576 @@
+"""Shared helpers of the benchmark scripts (`speed.py`, `quality.py`).
+
+* machine / software description and the load check for final runs;
+* reading ``configs/NAME.flags`` through the bin/ tools' flag definitions;
+* TFP's own `tfb.Glow` wrapped as a `DiscreteImageFlow` (same logit
+  preprocessing, uniform dequantization and bits/dim as our models) and a
+  parameter-count matcher for it;
+* one-process-per-measurement workers that report a JSON line;
+* markdown tables and independent, marker-delimited sections of
+  ``docs/benchmarks.md``.
+"""
+
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _path in (ROOT, os.path.join(ROOT, 'bin')):
+  if _path not in sys.path:
+    sys.path.insert(0, _path)
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+DOC_PATH = os.path.join(ROOT, 'docs', 'benchmarks.md')
+FIGURES_DIR = os.path.join(ROOT, 'docs', 'figures')
+RESULT_PREFIX = 'BENCH_RESULT '
+
+_DOC_SKELETON = """# Benchmarks
+
+Measurements, not tests: `bench/speed.py` and `bench/quality.py` print the
+tables below and rewrite their own section of this file (each script only
+touches the section between its markers, so re-running one keeps the
+other). Every section records the machine, the software versions, the date,
+the load average before the run and the command that reproduces it.
+
+<!-- BEGIN speed -->
+(not run yet: `python bench/speed.py`)
+<!-- END speed -->
+
+<!-- BEGIN quality -->
+(not run yet: `python bench/quality.py`)
+<!-- END quality -->
+"""
+
+# Machine and software ---------------------------------------------------------
+
+
+def cpu_model():
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or 'unknown'
+
+
+def cpu_flags_summary():
+  """The widest vector ISA the CPU reports (what the float32 peak rests on)."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      text = f.read()
+  except OSError:
+    return ''
+  flags_line = next((l for l in text.splitlines() if l.startswith('flags')),
+                    '')
+  flags_set = set(flags_line.split(':', 1)[-1].split())
+  for isa in ('avx512f', 'avx2', 'avx', 'sse4_2'):
+    if isa in flags_set:
+      return isa
+  return ''
+
+
+def cpu_family_model():
+  try:
+    with open('/proc/cpuinfo') as f:
+      text = f.read()
+  except OSError:
+    return ''
+  fields = {}
+  for line in text.splitlines():
+    if ':' in line:
+      key, value = (s.strip() for s in line.split(':', 1))
+      fields.setdefault(key, value)
+  return (f"family {fields.get('cpu family', '?')} model "
+          f"{fields.get('model', '?')}")
+
+
+def load_average():
+  return tuple(round(v, 2) for v in os.getloadavg())
+
+
+def busy_processes():
+  """Other pytest / bin/train processes (the load check for final runs)."""
+  try:
+    out = subprocess.run(['pgrep', '-af', 'pytest|bin/train'],
+                         capture_output=True, text=True, check=False).stdout
+  except OSError:
+    return []
+  own = {os.getpid(), os.getppid()}
+  lines = []
+  for line in out.splitlines():
+    pid = int(line.split()[0])
+    if pid not in own:
+      lines.append(line.strip())
+  return lines
+
+
+def wait_for_quiet(max_load=0.5, timeout=0., poll=30., stream=sys.stdout):
+  """Waits (up to ``timeout`` s) until the load is low; returns the state."""
+  deadline = time.time() + timeout
+  while True:
+    load, busy = load_average(), busy_processes()
+    if (load[0] < max_load and not busy) or time.time() >= deadline:
+      return load, busy
+    print(f'waiting for a quiet machine: load {load}, {len(busy)} other '
+          'test/train processes', file=stream, flush=True)
+    time.sleep(poll)
+
+
+def git_revision():
+  try:
+    rev = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
+                         cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--',
+                            'tfp_flowpp'], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.strip()
+    return rev + (' + uncommitted library changes' if dirty else '')
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+
+
+def software_versions():
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_probability as tfp  # pylint: disable=g-import-not-at-top
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  return {
+      'python': platform.python_version(),
+      'tensorflow': tf.__version__,
+      'tensorflow_probability': tfp.__version__,
+      'tf_keras': tf_keras.__version__,
+      'numpy': np.__version__,
+      'onednn': os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default (on)'),
+  }
+
+
+def environment(load=None, busy=None):
+  """Everything a results section records about the run."""
+  return {
+      'date': datetime.datetime.now(datetime.timezone.utc).strftime(
+          '%Y-%m-%d %H:%M UTC'),
+      'cpu': cpu_model(),
+      'cpu_id': cpu_family_model(),
+      'isa': cpu_flags_summary(),
+      'cores': os.cpu_count(),
+      'memory_gib': round(
+          os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30, 1),
+      'load_before': load if load is not None else load_average(),
+      'other_processes': len(busy) if busy is not None else len(
+          busy_processes()),
+      'revision': git_revision(),
+      **software_versions(),
+  }
+
+
+def environment_lines(env, command, load_after=None):
+  lines = [
+      f"* Machine: {env['cpu']} ({env['cpu_id']}, {env['isa']}), "
+      f"{env['cores']} cores, {env['memory_gib']} GiB RAM, no GPU.",
+      f"* Software: Python {env['python']}, TensorFlow {env['tensorflow']} "
+      f"(oneDNN {env['onednn']}), TFP {env['tensorflow_probability']}, "
+      f"tf-keras {env['tf_keras']}, NumPy {env['numpy']}; tfp_flowpp "
+      f"{env['revision']}.",
+      f"* Date: {env['date']}; load average (1/5/15 min) before the run "
+      f"{', '.join(str(v) for v in env['load_before'])}"
+      + (f", after {', '.join(str(v) for v in load_after)}"
+         if load_after else '') +
+      f"; other test/train processes at start: {env['other_processes']}.",
+      f'* Command: `{command}`',
+  ]
+  return lines
+
+
+# Flag files -------------------------------------------------------------------
+
+
+def flag_values(config_name, overrides=()):
+  """Parses ``configs/<config_name>.flags`` (+ ``--flag=value`` overrides)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  import flowpp_flags  # pylint: disable=g-import-not-at-top
+  values = flags.FlagValues()
+  flowpp_flags.define_config_flags(values)
+  path = os.path.join(ROOT, 'configs', f'{config_name}.flags')
+  values(['bench', f'--flagfile={path}', *overrides])
+  return values
+
+
+def configs(config_name, image_shape=(8, 8, 1), num_levels=17, overrides=()):
+  """(ModelConfig, DataConfig, TrainConfig) of a flag file."""
+  import flowpp_flags  # pylint: disable=g-import-not-at-top
+  values = flag_values(config_name, overrides)
+  return (flowpp_flags.model_config(values, image_shape, num_levels),
+          flowpp_flags.data_config(values), flowpp_flags.train_config(values))
+
+
+# TFP's Glow as a DiscreteImageFlow ------------------------------------------------
+
+GLOW_NETWORK_CALLS = []
+
+
+def _counting_glow_network_class():
+  import tensorflow_probability as tfp  # pylint: disable=g-import-not-at-top
+
+  class CountingGlowDefaultNetwork(tfp.bijectors.GlowDefaultNetwork):
+    """`tfb.GlowDefaultNetwork` that logs each call (at trace time)."""
+
+    def __call__(self, *args, **kwargs):
+      GLOW_NETWORK_CALLS.append(1)
+      return super().__call__(*args, **kwargs)
+
+  return CountingGlowDefaultNetwork
+
+
+def tfb_glow_levels(image_shape, num_blocks):
+  """[(H, W, channels of the block's steps, (exit leave, exit grab))].
+
+  Mirrors `tfb.Glow._get_blockwise_splits` with the default
+  ``grab_after_block`` (half the channels leave after every block but the
+  last); index 0 is the coarsest (latent-most) level, as in TFP.
+  """
+  h, w, c = image_shape
+  grabs = [0.5] * (num_blocks - 1) + [0.]
+  splits, npass = [], 0
+  for i, frac in enumerate(grabs):
+    nchan = 4**(i + 1) * c
+    ngrab = int((nchan - npass) * frac)
+    nleave = nchan - ngrab - npass
+    splits.append((nleave, ngrab))
+    npass = (npass + ngrab) * 4
+  splits = splits[::-1]
+  n = num_blocks
+  return [(h // 2**n * 2**i, w // 2**n * 2**i, sum(splits[i]), splits[i])
+          for i in range(n)]
+
+
+def tfb_glow_parameter_count(image_shape, num_blocks, steps, hidden):
+  """Trainable parameters of `tfb.Glow` with `GlowDefaultNetwork`s (analytic)."""
+  total = 0
+  for _, _, c, (nleave, ngrab) in tfb_glow_levels(image_shape, num_blocks):
+    half = c // 2
+    network = (9 * half * hidden + hidden) + (hidden * hidden + hidden) + (
+        9 * hidden * 2 * half + 2 * half)
+    total += steps * (network + c * c + 2 * c)
+    if nleave and ngrab:
+      total += 9 * nleave * 2 * ngrab + 2 * ngrab
+  return total
+
+
+def match_tfb_glow(target, image_shape, num_blocks, steps):
+  """Hidden width whose parameter count is closest to ``target``."""
+  best = None
+  for hidden in range(8, 4097):
+    count = tfb_glow_parameter_count(image_shape, num_blocks, steps, hidden)
+    if best is None or abs(count - target) < abs(best[1] - target):
+      best = (hidden, count)
+    if count > target:
+      break
+  return best
+
+
+def _int32_expand_class():
+  """`tfb.Glow`'s ``Expand`` with int32 event shapes.
+
+  TFP 0.25's ``Expand`` derives its reshape shapes with
+  ``prefer_static.split`` of a Python list, which yields int64 NumPy values;
+  with a batch dimension unknown at trace time (e.g. the evaluator's
+  ``reduce_retracing`` function) ``tfb.Reshape`` then concatenates an int32
+  batch shape with int64 event shapes and fails. This is the same
+  space-to-depth (same three bijectors, same permutation) with int32 shapes.
+  """
+  from tensorflow_probability.python.bijectors import chain  # pylint: disable=g-import-not-at-top
+  from tensorflow_probability.python.bijectors import composition  # pylint: disable=g-import-not-at-top
+  from tensorflow_probability.python.bijectors import glow as glow_lib  # pylint: disable=g-import-not-at-top
+  from tensorflow_probability.python.bijectors import reshape  # pylint: disable=g-import-not-at-top
+  from tensorflow_probability.python.bijectors import transpose  # pylint: disable=g-import-not-at-top
+
+  class Expand(glow_lib.Expand):
+
+    def __init__(self, input_shape, block_size=2, validate_args=False,
+                 name=None):
+      parameters = dict(locals())
+      self._block_size = block_size
+      h, w, c = (int(d) for d in input_shape)
+      n = int(block_size)
+      b = [
+          reshape.Reshape(
+              event_shape_out=[h * n, w * n, c // n**2],
+              event_shape_in=[h, n, w, n, c // n**2]),
+          transpose.Transpose(perm=[0, 3, 1, 4, 2]),
+          reshape.Reshape(
+              event_shape_in=[h, w, c],
+              event_shape_out=[h, w, c // n**2, n, n]),
+      ]
+      composition.Composition.__init__(  # pylint: disable=non-parent-init-called
+          self,
+          bijectors=chain.Chain(b, validate_args=validate_args),
+          name=name or 'Expand',
+          parameters=parameters)
+
+  return Expand
+
+
+def build_tfb_glow_model(image_shape,
+                         num_levels,
+                         num_blocks,
+                         steps,
+                         hidden,
+                         preprocess_alpha=0.9,
+                         seed=0,
+                         count_calls=False):
+  """`tfb.Glow` (TFP's own) as the flow of a `DiscreteImageFlow`.
+
+  data → `LogitPreprocess` → ``tfb.Invert(tfb.Glow)`` (TFP's Glow maps a flat
+  latent to the image) → reshape to the image-shaped N(0, I) prior; uniform
+  dequantization. Bits/dim are therefore computed exactly as for our models.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_probability as tfp  # pylint: disable=g-import-not-at-top
+  from tfp_flowpp import bijectors as fb  # pylint: disable=g-import-not-at-top
+  from tfp_flowpp.distributions import dequantization  # pylint: disable=g-import-not-at-top
+  from tfp_flowpp.distributions import discrete_image_flow  # pylint: disable=g-import-not-at-top
+  tfb = tfp.bijectors
+  image_shape = tuple(int(d) for d in image_shape)
+  size = math.prod(image_shape)
+  network_class = (
+      _counting_glow_network_class() if count_calls else tfb.GlowDefaultNetwork)
+  tf.random.set_seed(seed)
+  from tensorflow_probability.python.bijectors import glow as glow_lib  # pylint: disable=g-import-not-at-top
+  original_expand = glow_lib.Expand
+  glow_lib.Expand = _int32_expand_class()
+  try:
+    glow = tfb.Glow(
+        output_shape=image_shape,
+        num_glow_blocks=num_blocks,
+        num_steps_per_block=steps,
+        coupling_bijector_fn=lambda shape: network_class(
+            shape, num_hidden=hidden),
+        exit_bijector_fn=tfb.GlowDefaultExitNetwork,
+        seed=seed)
+  finally:
+    glow_lib.Expand = original_expand
+  flow = tfb.Chain([
+      tfb.Reshape(event_shape_out=image_shape, event_shape_in=[size]),
+      tfb.Invert(glow),
+      fb.LogitPreprocess(num_levels, preprocess_alpha, name='flow_preprocess'),
+  ], name='tfb_glow_flow')
+  flow.glow = glow  # Variable tracking through the chain is automatic; handy.
+  return discrete_image_flow.DiscreteImageFlow(
+      flow, dequantization.UniformDequantizer(image_shape), image_shape,
+      num_levels)
+
+
+def tfb_glow_trainer_class():
+  """A `Trainer` whose model is `build_tfb_glow_model(**cls.glow_spec)`.
+
+  Everything else — optimizer, train step, EMA evaluation, checkpoints,
+  metrics, CPU budget — is the library's `Trainer`, unchanged: only the
+  builder it calls is swapped while it builds.
+  """
+  from tfp_flowpp import model_builder  # pylint: disable=g-import-not-at-top
+  from tfp_flowpp.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+
+  class TfbGlowTrainer(trainer_lib.Trainer):
+    glow_spec = {}
+
+    def _build(self):
+      original = model_builder.build_model
+      spec = dict(self.glow_spec)
+
+      def build(config, validate_args=False):
+        del validate_args
+        return build_tfb_glow_model(config.image_shape, config.num_levels,
+                                    **spec)
+
+      model_builder.build_model = build
+      try:
+        super()._build()
+      finally:
+        model_builder.build_model = original
+
+  return TfbGlowTrainer
+
+
+# Networks of our couplings ----------------------------------------------------------
+
+
+def count_coupling_network_calls(model, fn):
+  """(main couplings, dequantizer couplings, network calls made by ``fn()``).
+
+  Wraps every coupling's network the way tests/test_network_calls.py does and
+  restores them afterwards. Call counts are Python calls, i.e. per trace
+  when ``fn`` traces a `tf.function` — the number of network evaluations in
+  the graph.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfp_flowpp import bijectors as fb  # pylint: disable=g-import-not-at-top
+  log = []
+
+  class Counting(tf.Module):
+
+    def __init__(self, network):
+      super().__init__(name='counting')
+      self.network = network
+
+    def __call__(self, x, context=None, training=False):
+      log.append(1)
+      return self.network(x, context=context, training=training)
+
+  def couplings(module):
+    return [
+        m for m in (module,) + tuple(module.submodules)
+        if isinstance(m, fb.CouplingBijector)
+    ]
+
+  main = couplings(model.bijector)
+  dequantizer = couplings(model.dequantizer)
+  originals = [(c, c._network) for c in main + dequantizer]  # pylint: disable=protected-access
+  try:
+    for c, network in originals:
+      c._network = Counting(network)  # pylint: disable=protected-access
+    fn()
+  finally:
+    for c, network in originals:
+      c._network = network  # pylint: disable=protected-access
+  return len(main), len(dequantizer), len(log)
+
+
+# Workers ---------------------------------------------------------------------------
+
+
+def peak_rss_mib():
+  """Peak resident set size of this process so far (getrusage ru_maxrss)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.
+
+
+def current_rss_mib():
+  try:
+    with open('/proc/self/statm') as f:
+      return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+  except OSError:
+    return float('nan')
+
+
+def emit_result(result):
+  print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def run_worker(script, spec, timeout=3600, stream=sys.stdout, env=None):
+  """Runs ``script --worker=JSON`` in a fresh process; returns its result.
+
+  Each measurement gets its own process so peak RSS and TF state belong to
+  it alone. Raises RuntimeError with the worker's last output on failure.
+  """
+  command = [sys.executable, script, '--worker', json.dumps(spec)]
+  worker_env = dict(os.environ)
+  worker_env['PYTHONPATH'] = os.pathsep.join(
+      [ROOT, os.path.join(ROOT, 'bin')] +
+      [p for p in worker_env.get('PYTHONPATH', '').split(os.pathsep) if p])
+  worker_env.update(env or {})
+  started = time.time()
+  proc = subprocess.run(command, capture_output=True, text=True,
+                        timeout=timeout, env=worker_env, cwd=ROOT, check=False)
+  result = None
+  for line in proc.stdout.splitlines():
+    if line.startswith(RESULT_PREFIX):
+      result = json.loads(line[len(RESULT_PREFIX):])
+  if proc.returncode or result is None:
+    tail = '\n'.join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
+    raise RuntimeError(f'worker {spec} failed (exit {proc.returncode}):\n'
+                       f'{tail}')
+  result['worker_seconds'] = time.time() - started
+  return result
+
+
+def parse_worker_arg(argv):
+  """The JSON spec after ``--worker``, or None."""
+  if '--worker' in argv:
+    return json.loads(argv[argv.index('--worker') + 1])
+  return None
+
+
+def time_calls(fn, min_seconds=2., min_calls=3, max_calls=50, warmup=1):
+  """Median wall seconds per call of ``fn()`` after ``warmup`` calls."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  start = time.perf_counter()
+  while len(times) < max_calls and (len(times) < min_calls or
+                                    time.perf_counter() - start < min_seconds):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  times.sort()
+  return {
+      'median': times[len(times) // 2],
+      'min': times[0],
+      'max': times[-1],
+      'calls': len(times),
+  }
+
+
+# Markdown ---------------------------------------------------------------------------
+
+
+def markdown_table(headers, rows, align=None):
+  align = align or ['l'] + ['r'] * (len(headers) - 1)
+  sep = ['---:' if a == 'r' else '---' for a in align]
+  lines = ['| ' + ' | '.join(headers) + ' |', '|' + '|'.join(sep) + '|']
+  for row in rows:
+    lines.append('| ' + ' | '.join(str(c) for c in row) + ' |')
+  return '\n'.join(lines)
+
+
+def text_table(headers, rows):
+  """Plain-text table for stdout."""
+  cells = [list(map(str, headers))] + [[str(c) for c in r] for r in rows]
+  widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+  out = []
+  for j, row in enumerate(cells):
+    out.append('  '.join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(row, widths))))
+    if j == 0:
+      out.append('  '.join('-' * w for w in widths))
+  return '\n'.join(out)
+
+
+def fmt(value, digits=3):
+  if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    return '–'
+  if isinstance(value, int):
+    return f'{value:,}'
+  if abs(value) >= 1000:
+    return f'{value:,.0f}'
+  if abs(value) >= 100:
+    return f'{value:.1f}'
+  return f'{value:.{digits}g}'
+
+
+def update_doc_section(name, body, path=DOC_PATH):
+  """Replaces ``<!-- BEGIN name -->…<!-- END name -->`` in ``path``."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  text = open(path).read() if os.path.exists(path) else _DOC_SKELETON
+  begin, end = f'<!-- BEGIN {name} -->', f'<!-- END {name} -->'
+  block = f'{begin}\n{body.strip()}\n{end}'
+  pattern = re.compile(re.escape(begin) + '.*?' + re.escape(end), re.S)
+  if pattern.search(text):
+    text = pattern.sub(lambda _: block, text)
+  else:
+    text = text.rstrip() + '\n\n' + block + '\n'
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def relative_to_doc(path, doc_path):
+  return os.path.relpath(path, os.path.dirname(os.path.abspath(doc_path)))

@@ -1,0 +1,451 @@
+#!/usr/bin/env python3
+"""Density quality on Fashion-MNIST at an equal CPU-time budget.
+
+    python bench/quality.py                      # full run, rewrites the
+                                                 # quality section of
+                                                 # docs/benchmarks.md
+    python bench/quality.py --cpu_seconds=1200   # longer budget per model
+    python bench/quality.py --quick              # smoke run (< 1 min)
+
+Each model is trained by the library's `Trainer` (flags from its
+``configs/*.flags`` file plus ``--max_cpu_seconds`` and evaluation-cadence
+overrides) in its own process for the same budget of process CPU time
+(user + system over all threads; evaluation excluded — `TrainConfig.
+max_cpu_seconds`). Then its EMA weights are scored on the first
+``--test_images`` test images with the importance-weighted bound
+(k = ``--iw_samples``), and the Trainer's own final pass gives the
+single-sample bound on the whole test split.
+
+`tfb.Glow` (TFP's own) is matched in parameters to the Flow++ config and
+wrapped as the flow of a `DiscreteImageFlow` with our `LogitPreprocess` and
+uniform dequantization (see `_common.build_tfb_glow_model`), so its bits/dim
+come from the same code; it is trained by the same `Trainer` (only the model
+builder is swapped) with ``configs/fashion_mnist_glow.flags``' optimizer
+settings, which equal Flow++'s.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+SCRIPT = os.path.abspath(__file__)
+
+# (key, label, config, kind)
+MODELS = (
+    ('flowpp', 'Flow++', 'fashion_mnist_flowpp', 'ours'),
+    ('no_attention', 'Flow++, no attention', 'fashion_mnist_flowpp_no_attention',
+     'ours'),
+    ('affine', 'Flow++, affine coupling', 'fashion_mnist_flowpp_affine', 'ours'),
+    ('uniform_dequant', 'Flow++, uniform dequantization',
+     'fashion_mnist_flowpp_uniform_dequant', 'ours'),
+    ('glow', 'Glow (ours)', 'fashion_mnist_glow', 'ours'),
+    ('tfb_glow', 'tfb.Glow', 'fashion_mnist_glow', 'tfb_glow'),
+)
+ABLATIONS = ('no_attention', 'affine', 'uniform_dequant')
+TFB_GLOW_STEPS = 8  # per level, 2 levels (28 = 7·2²), like configs/fashion_mnist_glow
+# Quick mode: every model shrunk so the whole script runs in well under a
+# minute; exercises every code path, measures nothing.
+QUICK_OVERRIDES = ('--filters=8', '--blocks=1', '--components=2',
+                   '--dequantizer_filters=8', '--heads=2',
+                   '--context_channels=4', '--glow_hidden=8',
+                   '--flow=stripe:1 squeeze channel:1',
+                   '--dequantizer_flow=stripe:1')
+
+# Worker side ------------------------------------------------------------------------
+
+
+def worker_main(spec):
+  from tfp_flowpp import data as data_lib  # pylint: disable=g-import-not-at-top
+  from tfp_flowpp import model_builder  # pylint: disable=g-import-not-at-top
+  from tfp_flowpp.training import checkpoints  # pylint: disable=g-import-not-at-top
+  from tfp_flowpp.training import evaluation  # pylint: disable=g-import-not-at-top
+  from tfp_flowpp.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+  results = []
+  dataset = None
+  for job in spec['jobs']:
+    overrides = list(job['overrides'])
+    if job['kind'] == 'tfb_glow' and spec.get('quick'):
+      overrides = [o for o in overrides if not o.startswith('--flow=')]
+    model_config, data_config, train_config = _common.configs(
+        job['config'], overrides=overrides)
+    if dataset is None:
+      dataset = data_lib.load_dataset(data_config)
+    if job['kind'] == 'tfb_glow':
+      cls = _common.tfb_glow_trainer_class()
+      cls.glow_spec = dict(job['glow'])
+    else:
+      cls = trainer_lib.Trainer
+    workdir = job['workdir']
+    shutil.rmtree(workdir, ignore_errors=True)
+    started = time.time()
+    trainer = cls(model_config, data_config, train_config, workdir,
+                  dataset=dataset, stream=sys.stderr)
+    final = trainer.run()
+    train_wall = time.time() - started
+    evaluator = evaluation.BpdEvaluator(trainer.model, seed=4242)
+    with checkpoints.ema_weights(trainer.model, trainer.optimizer):
+      iw = evaluator.evaluate(
+          dataset.eval_batches('test', spec['iw_batch']),
+          num_samples=spec['iw_samples'], max_images=spec['test_images'])
+    metrics = [json.loads(line) for line in open(
+        os.path.join(workdir, 'metrics.jsonl'))]
+    samples = os.path.join(workdir, 'figures', 'samples_latest.png')
+    results.append({
+        'key': job['key'],
+        'parameters': model_builder.count_parameters(trainer.model),
+        'steps': final['step'],
+        'batch_size': train_config.batch_size,
+        'images_seen': final['step'] * train_config.batch_size,
+        'cpu_seconds': final['cpu_seconds'],
+        'train_elapsed': final['elapsed_sec'],
+        'wall_seconds': train_wall,
+        'skipped_steps': final['skipped_steps'],
+        'final_val_bpd': final['val_bpd'],
+        'final_train_bpd': final.get('train_bpd'),
+        'test_bpd_single': final['test_bpd'],
+        'iw_bpd': iw['bpd'],
+        'iw_images': iw['num_images'],
+        'iw_seconds': iw['seconds'],
+        'curve': [(m['cpu_seconds'], m['val_bpd'], m['step']) for m in metrics],
+        'samples': samples if os.path.exists(samples) else None,
+        'peak_rss_mib': _common.peak_rss_mib(),
+    })
+    del trainer
+  baseline = None
+  if spec.get('baseline'):
+    train, test = dataset.arrays('train'), dataset.arrays('test')
+    baseline = {
+        'full': data_lib.per_pixel_histogram_bpd(train, test,
+                                                 dataset.num_levels),
+        'subset': data_lib.per_pixel_histogram_bpd(
+            train, test[:spec['test_images']], dataset.num_levels),
+        'train_images': len(train),
+        'test_images': len(test),
+    }
+  _common.emit_result({'models': results, 'baseline': baseline})
+
+
+# Driver -----------------------------------------------------------------------------
+
+
+def _job(key, config, kind, args, workroot, glow):
+  overrides = [
+      f'--max_cpu_seconds={args.cpu_seconds}',
+      '--train_steps=100000000',
+      f'--eval_every={args.eval_every}',
+      '--checkpoint_every=100000000',
+      f'--log_every={min(50, args.eval_every)}',
+      '--test_num_samples=1',
+      f'--max_eval_images={args.val_images}',
+      f'--eval_batch_size={args.iw_batch}',
+  ]
+  if args.quick:
+    overrides += list(QUICK_OVERRIDES) + ['--num_sample_images=16',
+                                          '--init_batch_size=64']
+  return {'key': key, 'config': config, 'kind': kind, 'overrides': overrides,
+          'workdir': os.path.join(workroot, key), 'glow': glow}
+
+
+def run(args):
+  load, busy = _common.wait_for_quiet(timeout=args.wait_for_quiet)
+  env = _common.environment(load, busy)
+  started = time.time()
+  workroot = args.workdir or tempfile.mkdtemp(prefix='bench_quality_')
+  keys = args.models.split(',') if args.models else [m[0] for m in MODELS]
+  models = [m for m in MODELS if m[0] in keys]
+
+  # tfb.Glow matched to the Flow++ config's parameter count.
+  from tfp_flowpp import model_builder  # pylint: disable=g-import-not-at-top
+  overrides = list(QUICK_OVERRIDES) if args.quick else []
+  flowpp_config, _, _ = _common.configs('fashion_mnist_flowpp', (28, 28, 1),
+                                        256, overrides)
+  target = model_builder.count_parameters(
+      model_builder.build_model(flowpp_config))
+  steps = 1 if args.quick else TFB_GLOW_STEPS
+  hidden, count = _common.match_tfb_glow(target, (28, 28, 1), 2, steps)
+  glow = {'num_blocks': 2, 'steps': steps, 'hidden': hidden}
+
+  def log(text):
+    print(f'[{time.time() - started:6.0f}s] {text}', flush=True)
+
+  common = {'iw_samples': args.iw_samples, 'test_images': args.test_images,
+            'iw_batch': args.iw_batch, 'quick': args.quick}
+  results = {'env': env, 'models': {}, 'glow': dict(glow, parameters=count,
+                                                     target=target)}
+  jobs = [_job(k, c, kind, args, workroot, glow) for k, _, c, kind in models]
+  if args.quick:
+    # One process for everything: only the code paths matter here.
+    out = _common.run_worker(SCRIPT, dict(common, jobs=jobs, baseline=True),
+                             timeout=600)
+    results['baseline'] = out['baseline']
+    for r in out['models']:
+      results['models'][r['key']] = r
+  else:
+    for i, job in enumerate(jobs):
+      out = _common.run_worker(
+          SCRIPT, dict(common, jobs=[job], baseline=i == len(jobs) - 1),
+          timeout=4 * 3600)
+      r = out['models'][0]
+      results['models'][r['key']] = r
+      if out['baseline']:
+        results['baseline'] = out['baseline']
+      log(f"{job['key']}: {r['steps']} steps in {r['cpu_seconds']:.0f} CPU-s, "
+          f"IW test bpd {r['iw_bpd']:.4f} ({out['worker_seconds']:.0f}s)")
+  results['labels'] = {k: label for k, label, _, _ in models}
+  results['configs'] = {k: c for k, _, c, _ in models}
+  results['seconds'] = time.time() - started
+  results['load_after'] = _common.load_average()
+  results['workroot'] = workroot
+  return results
+
+
+# Report -----------------------------------------------------------------------------
+
+
+def _figures(results, figures_dir, prefix):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  os.makedirs(figures_dir, exist_ok=True)
+  paths = {}
+  labels = results['labels']
+  fig, ax = plt.subplots(figsize=(8, 5))
+  for key, r in results['models'].items():
+    xs = [c[0] for c in r['curve']]
+    ys = [c[1] for c in r['curve']]
+    ax.plot(xs, ys, marker='o', markersize=3, label=labels[key])
+  if results.get('baseline'):
+    ax.axhline(results['baseline']['full'], color='gray', linestyle='--',
+               label='per-pixel histogram')
+  ax.set_xlabel('training CPU seconds (user + system, both cores)')
+  ax.set_ylabel('validation bits/dim (EMA weights, single-sample bound)')
+  ax.set_title('Fashion-MNIST: validation bits/dim vs CPU time')
+  all_y = [c[1] for r in results['models'].values() for c in r['curve']]
+  if all_y:
+    low = min(all_y)
+    high = max(results['baseline']['full'] if results.get('baseline') else 0,
+               min(max(all_y), low + 2.5))
+    ax.set_ylim(low - 0.05, high + 0.1)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  paths['curve'] = os.path.join(figures_dir, f'{prefix}bpd_vs_cpu.png')
+  fig.savefig(paths['curve'], dpi=110)
+  plt.close(fig)
+
+  keys = [k for k, r in results['models'].items() if r.get('samples')]
+  paths['samples'] = {}
+  for key in keys:
+    dest = os.path.join(figures_dir, f'{prefix}samples_{key}.png')
+    shutil.copyfile(results['models'][key]['samples'], dest)
+    paths['samples'][key] = dest
+  if keys:
+    cols = min(3, len(keys))
+    rows = (len(keys) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.5 * rows),
+                             squeeze=False)
+    for ax in axes.ravel():
+      ax.axis('off')
+    for ax, key in zip(axes.ravel(), keys):
+      ax.imshow(Image.open(paths['samples'][key]), cmap='gray')
+      ax.set_title(labels[key], fontsize=9)
+    fig.tight_layout()
+    paths['grid'] = os.path.join(figures_dir, f'{prefix}samples_all.png')
+    fig.savefig(paths['grid'], dpi=110)
+    plt.close(fig)
+  return paths
+
+
+def report(results, command, args, figure_paths, doc_path):
+  env = results['env']
+  models = results['models']
+  labels = results['labels']
+  base = results.get('baseline') or {}
+  rows = []
+  for key, r in models.items():
+    delta = ''
+    if 'flowpp' in models and key != 'flowpp':
+      delta = f"{r['iw_bpd'] - models['flowpp']['iw_bpd']:+.3f}"
+    rows.append([
+        labels[key], f"`{results['configs'][key]}`" if key != 'tfb_glow' else
+        f"tfb.Glow 2×{results['glow']['steps']}, hidden "
+        f"{results['glow']['hidden']}", f"{r['parameters']:,}",
+        f"{r['iw_bpd']:.4f}", delta, f"{r['test_bpd_single']:.4f}",
+        f"{r['final_val_bpd']:.4f}", f"{r['steps']:,}",
+        f"{r['images_seen']:,}", f"{r['cpu_seconds']:.0f}",
+        (f"{r['images_seen'] / r['train_elapsed']:.0f}"
+         if r['train_elapsed'] >= 1 else '–')
+    ])
+  if base:
+    rows.append(['per-pixel histogram', '`per_pixel_histogram_bpd`', '–',
+                 f"{base['subset']:.4f}", '', f"{base['full']:.4f}", '', '',
+                 '', '', ''])
+  headers = ['model', 'config', 'params',
+             f"test bpd, IW k={args.iw_samples} (first {args.test_images:,})",
+             'Δ vs Flow++', 'test bpd, k=1 (all 10,000)', 'val bpd (final)',
+             'steps', 'images seen', 'CPU s', 'train img/s']
+
+  # Verdicts on the seeds' claim.
+  claims = []
+  if 'flowpp' in models:
+    for key in ABLATIONS:
+      if key in models:
+        d = models[key]['iw_bpd'] - models['flowpp']['iw_bpd']
+        claims.append([
+            f'Flow++ beats {labels[key]}',
+            f"{models['flowpp']['iw_bpd']:.4f} vs {models[key]['iw_bpd']:.4f}"
+            f' ({d:+.4f})', 'holds' if d > 0 else 'does NOT hold'
+        ])
+
+  md = ['## Quality: Fashion-MNIST at an equal CPU budget', '']
+  md += _common.environment_lines(env, command, results.get('load_after'))
+  md.append(
+      f"* Budget: **{args.cpu_seconds:.0f} CPU seconds of training per model** "
+      '(`TrainConfig.max_cpu_seconds`: process user + system time over both '
+      'cores; evaluation excluded), one model after the other, each in its '
+      f"own process. Whole run: {results['seconds'] / 60:.0f} min wall.")
+  md.append(
+      f"* Test bpd: importance-weighted bound with k = {args.iw_samples} on "
+      f"the **first {args.test_images:,} images of the 10,000-image test "
+      'split** (the IW bound on all 10,000 would cost several times the '
+      'training budget of a model), EMA weights; the single-sample bound on the whole test split '
+      'is the Trainer\'s own final evaluation. Validation: '
+      f'{args.val_images:,} of the 5,000 held-out training images, k = 1, '
+      f'every {args.eval_every} steps.')
+  md.append(
+      f"* Data: Debian's `dataset-fashion-mnist` IDX files via "
+      f"`DataConfig(dataset='fashion_mnist', validation_size=5000)`: "
+      f"{base.get('train_images', 55000):,} training, 5,000 validation, "
+      f"{base.get('test_images', 10000):,} test images, 256 levels.")
+  md.append('')
+  md.append(_common.markdown_table(headers, rows))
+  md.append('')
+  md.append(
+      '*images seen* = steps × batch 64; *train img/s* = images seen ÷ '
+      'training wall time (evaluations excluded). `tfb.Glow`: TFP\'s '
+      '`tfb.Glow` (2 levels × '
+      f"{results['glow']['steps']} steps, `GlowDefaultNetwork` hidden width "
+      f"{results['glow']['hidden']}, `GlowDefaultExitNetwork`) with "
+      f"{results['glow']['parameters']:,} parameters, matched to Flow++'s "
+      f"{results['glow']['target']:,}; it is the flow of a "
+      '`DiscreteImageFlow` with our `LogitPreprocess` and uniform '
+      'dequantization, so its bound is computed by the same code, and it is '
+      'trained by the same `Trainer` (only the model builder swapped) with '
+      "`fashion_mnist_glow.flags`' optimizer settings (Adam 1e-3, warmup "
+      '200, batch 64, clip 1, EMA 0.999 — the same as Flow++\'s). The '
+      'per-pixel histogram row is `tfp_flowpp.data.per_pixel_histogram_bpd` '
+      '(Laplace-smoothed per-pixel categorical fitted on the training split): '
+      'on the same test subset, and on all 10,000.')
+  md.append('')
+  if claims:
+    md.append('Claim under test — full Flow++ beats each ablation (IW test '
+              'bpd, lower is better):')
+    md.append('')
+    md.append(_common.markdown_table(['claim', 'Flow++ vs ablation',
+                                      'verdict'], claims,
+                                     align=['l', 'r', 'l']))
+    md.append('')
+  if figure_paths.get('curve'):
+    md.append('Validation bits/dim against training CPU time (EMA weights, '
+              'from each run\'s `metrics.jsonl`):')
+    md.append('')
+    md.append(f"![bpd vs CPU seconds]"
+              f"({_common.relative_to_doc(figure_paths['curve'], doc_path)})")
+    md.append('')
+  if figure_paths.get('grid'):
+    md.append('Samples (temperature 0.7, EMA weights, the Trainer\'s final '
+              'sample grid; one file per model in `docs/figures/'
+              'quality_samples_*.png`):')
+    md.append('')
+    md.append(f"![samples]"
+              f"({_common.relative_to_doc(figure_paths['grid'], doc_path)})")
+    md.append('')
+  out = [_common.text_table(headers, rows)]
+  if claims:
+    out += ['', _common.text_table(['claim', 'Flow++ vs ablation', 'verdict'],
+                                   claims)]
+  return '\n'.join(out), '\n'.join(md)
+
+
+def main(argv):
+  spec = _common.parse_worker_arg(argv)
+  if spec is not None:
+    worker_main(spec)
+    return 0
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--quick', action='store_true',
+                      help='Smoke run: shrunken models, seconds of training, '
+                      'no doc unless --output_doc.')
+  parser.add_argument('--cpu_seconds', type=float, default=None,
+                      help='Training CPU seconds per model (default 420; '
+                      '4 with --quick).')
+  parser.add_argument('--models', default='',
+                      help='Comma-separated keys: ' +
+                      ','.join(m[0] for m in MODELS))
+  parser.add_argument('--test_images', type=int, default=None,
+                      help='First N test images for the IW bound (256).')
+  parser.add_argument('--iw_samples', type=int, default=None,
+                      help='Importance samples k (64).')
+  parser.add_argument('--iw_batch', type=int, default=256,
+                      help='Images per evaluation batch.')
+  parser.add_argument('--val_images', type=int, default=None,
+                      help='Validation images per periodic evaluation (1000).')
+  parser.add_argument('--eval_every', type=int, default=None,
+                      help='Steps between validation evaluations (100).')
+  parser.add_argument('--workdir', default=None,
+                      help='Where the training runs go (default: a temp dir).')
+  parser.add_argument('--output_doc', default=None,
+                      help='Markdown file whose quality section is rewritten '
+                      '(default docs/benchmarks.md; none with --quick).')
+  parser.add_argument('--figures_dir', default=None,
+                      help='Where PNGs go (default docs/figures, or next to '
+                      '--output_doc).')
+  parser.add_argument('--wait_for_quiet', type=float, default=0.,
+                      help='Wait up to this many seconds for load < 0.5.')
+  args = parser.parse_args(argv[1:])
+  defaults = dict(cpu_seconds=(4. if args.quick else 420.),
+                  test_images=(32 if args.quick else 256),
+                  iw_samples=(2 if args.quick else 64),
+                  val_images=(32 if args.quick else 1000),
+                  eval_every=(10 if args.quick else 100))
+  for name, value in defaults.items():
+    if getattr(args, name) is None:
+      setattr(args, name, value)
+  command = 'python bench/quality.py' + ''.join(
+      f' {a}' for a in argv[1:]
+      if not a.startswith(('--output_doc', '--figures_dir', '--workdir')))
+  results = run(args)
+  doc = args.output_doc or (None if args.quick else _common.DOC_PATH)
+  if args.figures_dir:
+    figures_dir = args.figures_dir
+  elif doc is None:  # A --quick run without a doc: leave the repo alone.
+    figures_dir = tempfile.mkdtemp(prefix='bench_quality_figures_')
+  elif os.path.abspath(doc) == _common.DOC_PATH:
+    figures_dir = _common.FIGURES_DIR
+  else:
+    figures_dir = os.path.join(os.path.dirname(os.path.abspath(doc)),
+                               'figures')
+  figure_paths = _figures(results, figures_dir, 'quality_')
+  text, markdown = report(results, command, args, figure_paths,
+                          doc or _common.DOC_PATH)
+  print(text)
+  with open(os.path.join(figures_dir, 'quality_results.json'), 'w') as f:
+    json.dump(results, f, indent=1, default=str)
+  if doc:
+    _common.update_doc_section('quality', markdown, doc)
+    print(f'wrote the quality section of {doc}')
+  if not args.workdir:
+    shutil.rmtree(results['workroot'], ignore_errors=True)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv))

@@ -1,0 +1,83 @@
+"""Smoke tests of the benchmark scripts (they measure nothing here).
+
+`bench/speed.py --quick` and `bench/quality.py --quick` run every code path
+on tiny models; we check they finish, print their tables, write their doc
+section to a scratch file (never the repo's docs/) and report the facts that
+must hold whatever the speed: each coupling network runs once per coupling,
+and the mixture-CDF inverse converges with a small error.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tfp_flowpp.data import idx as idx_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(script, tmp_path, *args, timeout=600):
+  doc = tmp_path / 'benchmarks.md'
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'bench', script), '--quick',
+       f'--output_doc={doc}', *args],
+      capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  return result.stdout, doc.read_text()
+
+
+def test_speed_quick(tmp_path):
+  stdout, doc = _run('speed.py', tmp_path)
+  assert '<!-- BEGIN speed -->' in doc and '<!-- END speed -->' in doc
+  assert '<!-- BEGIN quality -->' in doc  # The other section is kept.
+  for heading in ('### Throughput', '### Coupling-network evaluations',
+                  '### Achieved FLOP/s', '### Mixture-of-logistics CDF inverse',
+                  '### Targets', '* Machine:', '* Command: `python bench/'
+                  'speed.py --quick`'):
+    assert heading in doc, heading
+  # Ours: every coupling network runs once (2 flow + 1 dequantizer coupling).
+  assert re.search(r'tiny \(4×4 digits\) — ours \| 2 \+ 1 \| 3 \| 2 \| 2 \| yes',
+                   doc), doc
+  # tfb.Glow's RealNVP runs its network twice per coupling in log_prob.
+  assert 'no: 2 per coupling in log p' in doc
+  # Chandrupatla converges to float64 precision on the realistic problem.
+  row = re.search(r'\| float64 \| Chandrupatla \(ours\) \| (\d+) \|.*?\| '
+                  r'([0-9.e+-]+) \| ([0-9.e+-]+) \| ([0-9.e+-]+) \| 0 \|', doc)
+  assert row, doc
+  assert int(row.group(1)) < 100 and float(row.group(3)) < 1e-10
+  assert 'train step img/s' in stdout
+
+
+needs_fashion_mnist = pytest.mark.skipif(
+    not os.path.isdir(idx_lib.DEBIAN_FASHION_MNIST_DIR),
+    reason='needs Debian\'s dataset-fashion-mnist (apt-get install '
+    'dataset-fashion-mnist)')
+
+
+@needs_fashion_mnist
+def test_quality_quick(tmp_path):
+  figures = tmp_path / 'figures'
+  _, doc = _run('quality.py', tmp_path, '--models=flowpp,tfb_glow',
+                f'--figures_dir={figures}')
+  assert '<!-- BEGIN quality -->' in doc
+  assert '| Flow++ |' in doc and '| tfb.Glow |' in doc
+  assert '| per-pixel histogram |' in doc
+  for name in ('quality_bpd_vs_cpu.png', 'quality_samples_all.png',
+               'quality_samples_flowpp.png', 'quality_samples_tfb_glow.png',
+               'quality_results.json'):
+    assert (figures / name).stat().st_size > 0, name
+  # Fashion-MNIST's per-pixel histogram on all 10,000 test images.
+  assert re.search(r'\| per-pixel histogram \|.*\| 4\.58\d\d \|', doc), doc
+
+
+@needs_fashion_mnist
+@pytest.mark.slow
+def test_quality_quick_all_models(tmp_path):
+  _, doc = _run('quality.py', tmp_path, f'--figures_dir={tmp_path}')
+  for label in ('Flow++, no attention', 'Flow++, affine coupling',
+                'Flow++, uniform dequantization', 'Glow (ours)'):
+    assert f'| {label} |' in doc, label
+  assert 'Flow++ beats Flow++, no attention' in doc
