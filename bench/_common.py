@@ -51,27 +51,28 @@ the load average before the run and the command that reproduces it.
 # Machine and software ---------------------------------------------------------
 
 
-def cpu_model():
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or 'unknown'
-
-
-def cpu_flags_summary():
-  """The widest vector ISA the CPU reports (what the float32 peak rests on)."""
+def _cpuinfo():
+  """(text of /proc/cpuinfo, its first value of every key); empty if absent."""
   try:
     with open('/proc/cpuinfo') as f:
       text = f.read()
   except OSError:
-    return ''
-  flags_line = next((l for l in text.splitlines() if l.startswith('flags')),
-                    '')
-  flags_set = set(flags_line.split(':', 1)[-1].split())
+    return '', {}
+  fields = {}
+  for line in text.splitlines():
+    if ':' in line:
+      key, value = (s.strip() for s in line.split(':', 1))
+      fields.setdefault(key, value)
+  return text, fields
+
+
+def cpu_model():
+  return _cpuinfo()[1].get('model name') or platform.processor() or 'unknown'
+
+
+def cpu_flags_summary():
+  """The widest vector ISA the CPU reports (what the float32 peak rests on)."""
+  flags_set = set(_cpuinfo()[1].get('flags', '').split())
   for isa in ('avx512f', 'avx2', 'avx', 'sse4_2'):
     if isa in flags_set:
       return isa
@@ -79,16 +80,9 @@ def cpu_flags_summary():
 
 
 def cpu_family_model():
-  try:
-    with open('/proc/cpuinfo') as f:
-      text = f.read()
-  except OSError:
+  fields = _cpuinfo()[1]
+  if not fields:
     return ''
-  fields = {}
-  for line in text.splitlines():
-    if ':' in line:
-      key, value = (s.strip() for s in line.split(':', 1))
-      fields.setdefault(key, value)
   return (f"family {fields.get('cpu family', '?')} model "
           f"{fields.get('model', '?')}")
 
@@ -496,6 +490,15 @@ def parse_worker_arg(argv):
   if '--worker' in argv:
     return json.loads(argv[argv.index('--worker') + 1])
   return None
+
+
+def run_as_worker(argv, worker_main):
+  """Runs ``worker_main(spec)`` if ``argv`` holds ``--worker``; True if so."""
+  spec = parse_worker_arg(argv)
+  if spec is None:
+    return False
+  worker_main(spec)
+  return True
 
 
 def time_calls(fn, min_seconds=2., min_calls=3, max_calls=50, warmup=1):

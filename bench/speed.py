@@ -2,7 +2,7 @@
 """Speed benchmarks: training step, log_prob and sampling throughput, peak
 memory, coupling-network calls, the mixture-CDF inverse and achieved FLOP/s.
 
-    python bench/speed.py            # full run (~25 min on 2 cores), rewrites
+    python bench/speed.py            # full run (~19 min on 2 cores), rewrites
                                      # the speed section of docs/benchmarks.md
     python bench/speed.py --quick    # smoke run (tiny model, < 1 min),
                                      # no doc unless --output_doc is given
@@ -782,9 +782,7 @@ def report(results, command):
 
 
 def main(argv):
-  spec = _common.parse_worker_arg(argv)
-  if spec is not None:
-    worker_main(spec)
+  if _common.run_as_worker(argv, worker_main):
     return 0
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--quick', action='store_true',
