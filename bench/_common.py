@@ -10,6 +10,7 @@
   ``docs/benchmarks.md``.
 """
 
+import argparse
 import datetime
 import json
 import math
@@ -400,42 +401,16 @@ def tfb_glow_trainer_class():
 def count_coupling_network_calls(model, fn):
   """(main couplings, dequantizer couplings, network calls made by ``fn()``).
 
-  Wraps every coupling's network the way tests/test_network_calls.py does and
-  restores them afterwards. Call counts are Python calls, i.e. per trace
-  when ``fn`` traces a `tf.function` — the number of network evaluations in
-  the graph.
+  `tfp_flowpp.bijectors.counting_network_calls`, the instrument
+  tests/test_network_calls.py uses: call counts are Python calls, i.e. per
+  trace when ``fn`` traces a `tf.function` — the number of network
+  evaluations in the graph.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfp_flowpp import bijectors as fb  # pylint: disable=g-import-not-at-top
-  log = []
-
-  class Counting(tf.Module):
-
-    def __init__(self, network):
-      super().__init__(name='counting')
-      self.network = network
-
-    def __call__(self, x, context=None, training=False):
-      log.append(1)
-      return self.network(x, context=context, training=training)
-
-  def couplings(module):
-    return [
-        m for m in (module,) + tuple(module.submodules)
-        if isinstance(m, fb.CouplingBijector)
-    ]
-
-  main = couplings(model.bijector)
-  dequantizer = couplings(model.dequantizer)
-  originals = [(c, c._network) for c in main + dequantizer]  # pylint: disable=protected-access
-  try:
-    for c, network in originals:
-      c._network = Counting(network)  # pylint: disable=protected-access
+  with fb.counting_network_calls(model.bijector, model.dequantizer) as (
+      (main, dequantizer), calls):
     fn()
-  finally:
-    for c, network in originals:
-      c._network = network  # pylint: disable=protected-access
-  return len(main), len(dequantizer), len(log)
+  return len(main), len(dequantizer), len(calls)
 
 
 # Workers ---------------------------------------------------------------------------
@@ -519,6 +494,33 @@ def time_calls(fn, min_seconds=2., min_calls=3, max_calls=50, warmup=1):
       'max': times[-1],
       'calls': len(times),
   }
+
+
+# Command line ----------------------------------------------------------------------
+
+
+def base_parser(description, section, quick_help):
+  """The flags both scripts share: ``--quick``, ``--output_doc``, ``--wait_for_quiet``."""
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument('--quick', action='store_true', help=quick_help)
+  parser.add_argument('--output_doc', default=None,
+                      help=f'Markdown file whose {section} section is '
+                      'rewritten (default docs/benchmarks.md; none with '
+                      '--quick).')
+  parser.add_argument('--wait_for_quiet', type=float, default=0.,
+                      help='Wait up to this many seconds for load < 0.5.')
+  return parser
+
+
+def output_doc(args):
+  """Where the results section goes: None for a --quick run without a doc."""
+  return args.output_doc or (None if args.quick else DOC_PATH)
+
+
+def reproduce_command(script, argv, local_flags=('--output_doc',)):
+  """The command line recorded in the doc, without machine-local paths."""
+  return f'python bench/{script}' + ''.join(
+      f' {a}' for a in argv[1:] if not a.startswith(tuple(local_flags)))
 
 
 # Markdown ---------------------------------------------------------------------------

@@ -24,7 +24,6 @@ builder is swapped) with ``configs/fashion_mnist_glow.flags``' optimizer
 settings, which equal Flow++'s.
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -388,10 +387,10 @@ def report(results, command, args, figure_paths, doc_path):
 def main(argv):
   if _common.run_as_worker(argv, worker_main):
     return 0
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--quick', action='store_true',
-                      help='Smoke run: shrunken models, seconds of training, '
-                      'no doc unless --output_doc.')
+  parser = _common.base_parser(
+      __doc__.split('\n\n')[0], 'quality',
+      'Smoke run: shrunken models, seconds of training, no doc unless '
+      '--output_doc.')
   parser.add_argument('--cpu_seconds', type=float, default=None,
                       help='Training CPU seconds per model (default 300; '
                       '4 with --quick).')
@@ -414,14 +413,10 @@ def main(argv):
                       help='EMA decay of every model (evaluated weights).')
   parser.add_argument('--workdir', default=None,
                       help='Where the training runs go (default: a temp dir).')
-  parser.add_argument('--output_doc', default=None,
-                      help='Markdown file whose quality section is rewritten '
-                      '(default docs/benchmarks.md; none with --quick).')
   parser.add_argument('--figures_dir', default=None,
                       help='Where PNGs go (default docs/figures, or next to '
+                      '--output_doc; a temporary folder for --quick without '
                       '--output_doc).')
-  parser.add_argument('--wait_for_quiet', type=float, default=0.,
-                      help='Wait up to this many seconds for load < 0.5.')
   args = parser.parse_args(argv[1:])
   defaults = dict(cpu_seconds=(4. if args.quick else 300.),
                   test_images=(32 if args.quick else 256),
@@ -431,11 +426,10 @@ def main(argv):
   for name, value in defaults.items():
     if getattr(args, name) is None:
       setattr(args, name, value)
-  command = 'python bench/quality.py' + ''.join(
-      f' {a}' for a in argv[1:]
-      if not a.startswith(('--output_doc', '--figures_dir', '--workdir')))
+  command = _common.reproduce_command(
+      'quality.py', argv, ('--output_doc', '--figures_dir', '--workdir'))
   results = run(args)
-  doc = args.output_doc or (None if args.quick else _common.DOC_PATH)
+  doc = _common.output_doc(args)
   if args.figures_dir:
     figures_dir = args.figures_dir
   elif doc is None:  # A --quick run without a doc: leave the repo alone.

@@ -19,7 +19,6 @@ uniform dequantization). Its training step is the library's `Trainer` train
 step with the same optimizer settings as the matched Flow++ config.
 """
 
-import argparse
 import collections
 import dataclasses
 import functools
@@ -784,27 +783,21 @@ def report(results, command):
 def main(argv):
   if _common.run_as_worker(argv, worker_main):
     return 0
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--quick', action='store_true',
-                      help='Smoke run: tiny model, short timings, no doc.')
+  parser = _common.base_parser(
+      __doc__.split('\n\n')[0], 'speed',
+      'Smoke run: tiny model, short timings, no doc.')
   parser.add_argument('--models', default='',
                       help='Comma-separated config names to run (default all).')
   parser.add_argument('--min_seconds', type=float, default=6.,
                       help='Minimum timed seconds per measurement.')
   parser.add_argument('--noprofile', dest='profile', action='store_false',
                       help='Skip the TF profiler traces.')
-  parser.add_argument('--output_doc', default=None,
-                      help='Markdown file whose speed section is rewritten '
-                      '(default docs/benchmarks.md; none with --quick).')
-  parser.add_argument('--wait_for_quiet', type=float, default=0.,
-                      help='Wait up to this many seconds for load < 0.5.')
   args = parser.parse_args(argv[1:])
-  command = 'python bench/speed.py' + ''.join(
-      f' {a}' for a in argv[1:] if not a.startswith('--output_doc'))
+  command = _common.reproduce_command('speed.py', argv)
   results = run(args)
   text, markdown = report(results, command)
   print(text)
-  doc = args.output_doc or (None if args.quick else _common.DOC_PATH)
+  doc = _common.output_doc(args)
   if doc:
     _common.update_doc_section('speed', markdown, doc)
     print(f'wrote the speed section of {doc}')

@@ -13,32 +13,9 @@ from tfp_flowpp import config as config_lib
 from tfp_flowpp import model_builder
 
 
-class _CountingNetwork(tf.Module):
-
-  def __init__(self, network, counter):
-    super().__init__(name='counting')
-    self.network = network
-    self.counter = counter
-
-  def __call__(self, x, context=None, training=False):
-    self.counter.append(1)
-    return self.network(x, context=context, training=training)
-
-
 def _instrument(model):
-  """Wraps the networks; returns (main couplings, dequantizer couplings, log)."""
-  log = []
-
-  def wrap(module):
-    couplings = [
-        m for m in (module,) + tuple(module.submodules)
-        if isinstance(m, fb.CouplingBijector)
-    ]
-    for c in couplings:
-      c._network = _CountingNetwork(c._network, log)  # pylint: disable=protected-access
-    return couplings
-
-  return wrap(model.bijector), wrap(model.dequantizer), log
+  """((main couplings, dequantizer couplings), call log) for a `with`."""
+  return fb.counting_network_calls(model.bijector, model.dequantizer)
 
 
 def _model(**overrides):
@@ -62,40 +39,49 @@ def _model(**overrides):
 @pytest.mark.parametrize('mode', ['eager', 'tf_function'])
 def test_continuous_log_prob_runs_each_network_once(mode):
   model = _model()
-  main, _, log = _instrument(model)
-  assert len(main) == 4
-  y = tf.random.uniform([3, 4, 4, 1], 0., 16., seed=1)
-  fn = model.flow.log_prob
-  if mode == 'tf_function':
-    fn = tf.function(fn)
-  fn(y)
+  with _instrument(model) as ((main, _), log):
+    assert len(main) == 4
+    y = tf.random.uniform([3, 4, 4, 1], 0., 16., seed=1)
+    fn = model.flow.log_prob
+    if mode == 'tf_function':
+      fn = tf.function(fn)
+    fn(y)
   assert len(log) == len(main)
 
 
 def test_sample_runs_each_network_once():
   model = _model()
-  main, _, log = _instrument(model)
-  model.flow.sample(2, seed=[1, 2])
-  assert len(log) == len(main)
-  del log[:]
-  model.sample(2, seed=[3, 4], temperature=0.7)
+  with _instrument(model) as ((main, _), log):
+    model.flow.sample(2, seed=[1, 2])
+    assert len(log) == len(main)
+    del log[:]
+    model.sample(2, seed=[3, 4], temperature=0.7)
   assert len(log) == len(main)
 
 
 def test_bound_runs_every_network_once():
   model = _model()
-  main, dequantizer, log = _instrument(model)
-  assert len(dequantizer) == 3
-  x = tf.random.uniform([3, 4, 4, 1], 0, 16, dtype=tf.int32, seed=2)
-  model.log_prob(x, seed=[5, 6])
+  with _instrument(model) as ((main, dequantizer), log):
+    assert len(dequantizer) == 3
+    x = tf.random.uniform([3, 4, 4, 1], 0, 16, dtype=tf.int32, seed=2)
+    model.log_prob(x, seed=[5, 6])
   assert len(log) == len(main) + len(dequantizer)
 
 
 def test_training_gradient_runs_each_network_once_forward():
   model = _model()
-  main, dequantizer, log = _instrument(model)
   x = tf.random.uniform([3, 4, 4, 1], 0, 16, dtype=tf.int32, seed=3)
-  with tf.GradientTape() as tape:
-    loss = -tf.reduce_mean(model.log_prob(x, seed=[7, 8], training=True))
-  tape.gradient(loss, model.trainable_variables)
+  with _instrument(model) as ((main, dequantizer), log):
+    with tf.GradientTape() as tape:
+      loss = -tf.reduce_mean(model.log_prob(x, seed=[7, 8], training=True))
+    tape.gradient(loss, model.trainable_variables)
   assert len(log) == len(main) + len(dequantizer)
+
+
+def test_counting_restores_the_networks():
+  model = _model()
+  before = [c.network for c in model.bijector.submodules
+            if isinstance(c, fb.CouplingBijector)]
+  with _instrument(model) as ((main, _), _):
+    assert all(c.network is not n for c, n in zip(main, before))
+  assert [c.network for c in main] == before
