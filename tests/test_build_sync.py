@@ -421,6 +421,31 @@ def test_unknown_third_party_import_is_a_one_line_error(tmp_path,
   assert _deps(fake, index) == ([], ['numpy'])
 
 
+def test_imports_resolve_to_modules(tmp_path, monkeypatch):
+  fake = tmp_path / 'tfp_flowpp' / 'bijectors' / 'new_coupling.py'
+  fake.parent.mkdir(parents=True)
+  fake.write_text(
+      'from tfp_flowpp.bijectors import coupling\n'
+      'from tfp_flowpp.bijectors.shapes import event_dims\n'
+      'from . import squeeze\n'
+      'from .splits import SPLITS\n'
+      'from tfp_flowpp import networks\n'
+      'import tfp_flowpp.data.idx\n'
+      'import tensorflow_probability as tfp\n')
+  monkeypatch.setattr(sys.modules[__name__], 'ROOT', tmp_path)
+  names = ('bijectors', 'bijectors.coupling', 'bijectors.shapes',
+           'bijectors.splits', 'bijectors.squeeze', 'bijectors.new_coupling',
+           'networks', 'data', 'data.idx')
+  index = {'tfp_flowpp': 'tfp_flowpp'}
+  index.update({f'tfp_flowpp.{n}': 'tfp_flowpp_' + n.replace('.', '_')
+                for n in names})
+  assert _deps(fake, index) == ([
+      'tfp_flowpp_bijectors_coupling', 'tfp_flowpp_bijectors_shapes',
+      'tfp_flowpp_bijectors_splits', 'tfp_flowpp_bijectors_squeeze',
+      'tfp_flowpp_data_idx', 'tfp_flowpp_networks'
+  ], ['tensorflow-probability'])
+
+
 # Verbatim excerpt of BUILD as generated at commit 4ac9bec (34 package <->
 # module cycles in the whole file, every target with the bin/bench/tests
 # roots on its sys.path).
