@@ -195,7 +195,7 @@ def flag_values(config_name, overrides=()):
   values = flags.FlagValues()
   flowpp_flags.define_config_flags(values)
   path = os.path.join(ROOT, 'configs', f'{config_name}.flags')
-  values(['bench', f'--flagfile={path}', *overrides])
+  flowpp_flags.parse_flags(['bench', f'--flagfile={path}', *overrides], values)
   return values
 
 

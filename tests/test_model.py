@@ -383,7 +383,8 @@ def test_small_configs_take_a_training_step(name):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   values = flags.FlagValues()
   flowpp_flags.define_config_flags(values)
-  values(['test', f'--flagfile={root}/configs/{name}.flags'])
+  flowpp_flags.parse_flags(['test', f'--flagfile={root}/configs/{name}.flags'],
+                           values)
   data_config = flowpp_flags.data_config(values)
   try:
     dataset = data_lib.load_dataset(data_config)

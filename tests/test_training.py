@@ -13,50 +13,29 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfp_flowpp import config as config_lib
-from tfp_flowpp import data as data_lib
-from tfp_flowpp.training import config as train_config_lib
+import configs_util
 from tfp_flowpp.training import trainer as trainer_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tiny_model_config(**overrides):
-  values = dict(
-      flow='stripe:2',
-      components=2,
-      filters=8,
-      blocks=1,
-      heads=2,
-      dropout=0.,
-      dequantizer_flow='stripe:1',
-      dequantizer_filters=8,
-      dequantizer_blocks=1,
-      context_channels=4,
-      context_blocks=1)
-  values.update(overrides)
-  return config_lib.ModelConfig(**values)
-
-
-DATA = data_lib.DataConfig(dataset='digits', image_size=4)
+tiny_model_config = configs_util.tiny_model_config  # configs/tiny.flags.
+DATA = configs_util.tiny_data_config()  # digits at 4x4.
 
 
 def train_config(**overrides):
+  """configs/tiny.flags training, shortened to 6 steps of 16 images."""
   values = dict(
       train_steps=6,
       batch_size=16,
-      init_batch_size=64,
-      learning_rate=2e-3,
       warmup_steps=2,
       log_every=2,
       eval_every=3,
       checkpoint_every=3,
-      eval_batch_size=512,
       num_sample_images=4,
-      test_num_samples=2,
-      ema_decay=0.9)
+      test_num_samples=2)
   values.update(overrides)
-  return train_config_lib.TrainConfig(**values)
+  return configs_util.tiny_train_config(**values)
 
 
 def mirrored_strategy():

@@ -11,8 +11,9 @@ Typical use::
 
 Modules, by what they hold:
 
-* `config`: `DataConfig` (fields carry help texts for flags).
-* `loader`: `load_dataset`, `DATASETS` (the ``dataset`` string forms).
+* `config`: `DataConfig` (fields carry help texts for flags), `DATASETS`
+  (the ``dataset`` string forms).
+* `loader`: `load_dataset`.
 * `pipeline`: `ImageDataset` (splits, resumable train batches, eval).
 * `digits`, `idx`, `image_folder`, `npz`, `tfds_source`: one per source.
 * `transforms`: class filter, center crop + resize, bit reduction.
@@ -21,11 +22,11 @@ Modules, by what they hold:
 * `errors`: `DataError`.
 """
 
+from tfp_flowpp.data.config import DATASETS
 from tfp_flowpp.data.config import DataConfig
 from tfp_flowpp.data.config import config_fields
 from tfp_flowpp.data.errors import DataError
 from tfp_flowpp.data.histogram_baseline import per_pixel_histogram_bpd
-from tfp_flowpp.data.loader import DATASETS
 from tfp_flowpp.data.loader import load_dataset
 from tfp_flowpp.data.pipeline import ImageDataset
 from tfp_flowpp.data.pipeline import SPLITS

@@ -9,9 +9,21 @@ rather than deep inside a training run.
 import dataclasses
 import numbers
 
+from tfp_flowpp.data import idx
 from tfp_flowpp.data.errors import DataError
 
-__all__ = ['DataConfig', 'config_fields']
+__all__ = ['DATASETS', 'DataConfig', 'config_fields']
+
+# The forms of `DataConfig.dataset`, for error messages.
+DATASETS = (
+    "'digits' (default: scikit-learn's 1,797 8x8 digits, 17 levels, no "
+    "download); 'idx:DIR' (MNIST-style IDX files, gz or raw); 'folder:DIR' "
+    "(PNG/JPEG images, class subfolders optional); 'npz:FILE' (uint8 "
+    "'images' [N,H,W(,C)], optional 'labels', 'test_images'); "
+    "'fashion_mnist' or 'mnist' (TFDS if prepared, else Debian's "
+    f"{idx.DEBIAN_FASHION_MNIST_DIR} for fashion_mnist); or any TFDS image "
+    "dataset name, e.g. cifar10, imagenet_resized/32x32, "
+    "imagenet_resized/64x64, celeb_a, downsampled_imagenet/64x64.")
 
 
 def _help(default, text):

@@ -17,22 +17,13 @@ from tfp_flowpp.data import pipeline
 from tfp_flowpp.data import splits as splits_lib
 from tfp_flowpp.data import tfds_source
 from tfp_flowpp.data import transforms
+from tfp_flowpp.data.config import DATASETS
 from tfp_flowpp.data.config import DataConfig
 from tfp_flowpp.data.errors import DataError
 
 __all__ = ['DATASETS', 'load_dataset', 'load_raw']
 
 _LOG = logging.getLogger(__name__)
-
-DATASETS = (
-    "'digits' (default: scikit-learn's 1,797 8x8 digits, 17 levels, no "
-    "download); 'idx:DIR' (MNIST-style IDX files, gz or raw); 'folder:DIR' "
-    "(PNG/JPEG images, class subfolders optional); 'npz:FILE' (uint8 "
-    "'images' [N,H,W(,C)], optional 'labels', 'test_images'); "
-    "'fashion_mnist' or 'mnist' (TFDS if prepared, else Debian's "
-    f"{idx.DEBIAN_FASHION_MNIST_DIR} for fashion_mnist); or any TFDS image "
-    "dataset name, e.g. cifar10, imagenet_resized/32x32, "
-    "imagenet_resized/64x64, celeb_a, downsampled_imagenet/64x64.")
 
 _PATH_KINDS = ('idx', 'folder', 'npz')
 

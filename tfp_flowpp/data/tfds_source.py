@@ -36,6 +36,7 @@ import tensorflow as tf
 from tfp_flowpp.data import pipeline
 from tfp_flowpp.data import splits as splits_lib
 from tfp_flowpp.data import transforms
+from tfp_flowpp.data.config import DATASETS
 from tfp_flowpp.data.errors import DataError
 from tfp_flowpp.data.raw_data import RawData
 
@@ -91,9 +92,8 @@ def make_builder(name, data_dir):
     with _quiet_absl_warnings():
       return tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
-    from tfp_flowpp.data import loader  # pylint: disable=g-import-not-at-top
     raise DataError(f'unknown dataset {name!r}; valid forms: '
-                    f'{loader.DATASETS}') from None
+                    f'{DATASETS}') from None
   except Exception as e:  # pylint: disable=broad-except
     first = (str(e).splitlines() or [type(e).__name__])[0]
     raise DataError(f'cannot open TFDS dataset {name!r}: {first}; check the '
