@@ -1,4 +1,4 @@
-"""The Flow++ mixture-of-logistics CDF coupling (Ho et al. 2019, eq. 6).
+"""The Flow++ mixture-of-logistics CDF coupling (Ho et al. 2019, §3.2).
 
 Analytic in the data → latent direction, inverted by a bracketed root finder
 with implicit gradients; see `MixLogisticCoupling`.
@@ -15,7 +15,7 @@ __all__ = ['MixLogisticCoupling']
 class MixLogisticCoupling(coupling.CouplingBijector):
   """Flow++ coupling: mixture-of-logistics CDF, logit, then elementwise affine.
 
-  The coupling of [(Ho et al., 2019)][1], eq. (6), on the paired layout of
+  The coupling of [(Ho et al., 2019)][1], §3.2, on the paired layout of
   `CouplingBijector`. For every element of ``x_b`` the network of ``x_a``
   (and an optional context) predicts ``a_raw``, ``b`` and, for K logistic
   components, logits ``l_k``, means ``μ_k`` and log-scales ``log s_k``. With
