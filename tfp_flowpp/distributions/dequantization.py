@@ -1,28 +1,9 @@
 """Dequantization noise distributions q(u | x) over u ∈ (0, 1)^D.
 
-A continuous density p on R^D assigns the discrete image x the probability
-``P(x) = ∫_{[0,1)^D} p(x + u) du``. For any density q(u | x) on the unit cube,
-Jensen's inequality gives the variational lower bound (Ho et al. 2019, §3.1)
-
-    log P(x) ≥ E_{u ~ q(·|x)} [log p(x + u) − log q(u | x)].
-
-* `UniformDequantizer`: q = U[0, 1)^D, ``log q = 0`` (Theis et al. 2016).
-* `VariationalDequantizer`: Flow++'s learned q. A Gaussian ε is pushed
-  through a flow of couplings (with norm / 1×1 conv) whose networks all
-  receive features of x, then squashed into (0, 1)::
-
-      u = s(f(ε; context(x))),   log q(u|x) = log N(ε) − log|det ∂u/∂ε|.
-
-  The official code uses s = sigmoid; with near-identity couplings q then
-  starts logit-normal, whose tails at u → 0, 1 are lighter than any power,
-  so the importance weights p/q have infinite variance (measured: effective
-  sample size 7% of the draws at initialisation). The default s = Φ (the
-  standard normal CDF) makes q start as *exactly* uniform dequantization
-  (ESS ≈ 94%) — learning then only improves on the uniform bound.
-
-  It is a `tfd.TransformedDistribution` over u whose couplings take the
-  context as a conditioning keyword argument, routed by bijector name the
-  way TFP routes ``bijector_kwargs``.
+For any density q(u | x) on the unit cube, ``E_q[log p(x + u) − log q(u|x)]``
+is a lower bound on the discrete log-probability of x under a continuous
+density p (Ho et al. 2019, §3.1): `UniformDequantizer` (q = U[0, 1)^D) and
+Flow++'s learned `VariationalDequantizer`.
 """
 
 import tensorflow as tf
@@ -41,9 +22,55 @@ def _batch_shape(x):
 
 
 class UniformDequantizer(tf.Module):
-  """u ~ U[0, 1)^D independent of x; ``log q(u|x) = 0``."""
+  """u ~ U[0, 1)^D independent of x; ``log q(u|x) = 0``.
+
+  Uniform dequantization [(Theis et al., 2016)][1]: a continuous density p
+  on R^D assigns the discrete image x the probability
+  ``P(x) = ∫_[0,1)^D p(x + u) du``, and for q = U[0, 1)^D Jensen's
+  inequality gives
+
+  ```none
+  q(u | x) = 1 on [0, 1)^D,     log q(u | x) = 0
+  log P(x) ≥ E_{u ~ U[0,1)^D}[log p(x + u)]
+  ```
+
+  the bound RealNVP and Glow train on (see [(Ho et al., 2019)][2], §3.1). The
+  noise is drawn with `tf.random.stateless_uniform` from a TFP seed
+  (sanitised with `tfp.random.sanitize_seed`), so a seed gives the same
+  ``u`` eagerly and in a `tf.function`.
+
+  #### Examples
+
+  >>> import tensorflow as tf
+  >>> from tfp_flowpp import distributions as fd
+  >>> dequantizer = fd.UniformDequantizer(image_shape=(2, 2, 1))
+  >>> x = tf.zeros([3, 2, 2, 1], tf.int32)
+  >>> u, log_q = dequantizer.sample_and_log_prob(x, seed=[1, 2])
+  >>> u.shape, log_q.numpy()
+  (TensorShape([3, 2, 2, 1]), array([0., 0., 0.], dtype=float32))
+  >>> bool(tf.reduce_all((u >= 0.) & (u < 1.)))
+  True
+
+  #### References
+
+  [1]: Lucas Theis, Aäron van den Oord and Matthias Bethge. A note on the
+       evaluation of generative models. In _International Conference on
+       Learning Representations_, 2016. https://arxiv.org/abs/1511.01844
+
+  [2]: Jonathan Ho, Xi Chen, Aravind Srinivas, Yan Duan and Pieter Abbeel.
+       Flow++: Improving Flow-Based Generative Models with Variational
+       Dequantization and Architecture Design. In _International Conference
+       on Machine Learning_, 2019. https://arxiv.org/abs/1902.00275
+  """
 
   def __init__(self, image_shape, dtype=tf.float32, name='uniform_dequantizer'):
+    """Creates q = U[0, 1)^D.
+
+    Args:
+      image_shape: ``(H, W, C)``.
+      dtype: float dtype of ``u``.
+      name: module name.
+    """
     super().__init__(name=name)
     self.image_shape = tuple(int(d) for d in image_shape)
     self.dtype = tf.as_dtype(dtype)
@@ -60,7 +87,89 @@ class UniformDequantizer(tf.Module):
 
 
 class VariationalDequantizer(tf.Module):
-  """Flow++ variational dequantization as a conditional TFP flow."""
+  """Flow++ variational dequantization as a conditional TFP flow.
+
+  The learned q(u | x) of [(Ho et al., 2019)][1], §3.1: a Gaussian ε is
+  pushed through a flow of couplings (with norms / 1×1 convolutions) whose
+  networks all receive features of x, then squashed into (0, 1):
+
+  ```none
+  ε ~ N(0, I),    u = s(f(ε; c(x))),    c(x) = context_network(layout(x/L − ½))
+  log q(u | x) = log N(ε; 0, I) − log|det ∂u/∂ε|
+  log P(x) ≥ E_{u ~ q(·|x)}[log p(x + u) − log q(u | x)]
+  ```
+
+  with ``s = Φ`` (the standard normal CDF, default) or ``s = sigmoid`` (the
+  official code). It is a `tfd.TransformedDistribution` over u
+  (`distribution`) whose couplings take the context as a conditioning
+  keyword argument, routed by bijector name the way TFP routes
+  ``bijector_kwargs`` (`bijector_kwargs(x)` builds them); the flow runs in
+  its analytic (forward) direction when sampling.
+
+  Squash: with ``s = Φ``, an identity flow makes q *exactly* uniform
+  dequantization [(Theis et al., 2016)][2] (``Φ(ε)`` is uniform and
+  ``log q = 0``), so q starts close to U[0, 1)^D elementwise. With the
+  official sigmoid, q starts logit-normal, whose tails at u → 0, 1 are
+  lighter than any power, so the importance weights p/q are unbounded and
+  have infinite variance. (Measured at initialisation, on
+  32 8×8 digits × 64 draws with a small Flow++ model: effective sample size
+  of p/q 8.0% with Φ vs 4.6% with sigmoid, 14.4% for uniform
+  dequantization; the couplings' near-identity perturbations add up over
+  the D = 64 dimensions.)
+
+  #### Examples
+
+  >>> import numpy as np
+  >>> import tensorflow as tf
+  >>> import tensorflow_probability as tfp
+  >>> from tfp_flowpp import bijectors as fb
+  >>> from tfp_flowpp import distributions as fd
+  >>> from tfp_flowpp import networks as fn
+  >>> tfb = tfp.bijectors
+  >>> split = fb.StripeSplit((2, 2, 1))  # Paired layout (2, 1, 2).
+  >>> config = fn.GatedResNetConfig(filters=4, blocks=1, mixer='none')
+  >>> context_network = fn.GatedResNet(
+  ...     (2, 1, 2), config, rng=np.random.default_rng(0))
+  >>> coupling = fb.AffineCoupling(
+  ...     fn.FlowppCouplingNetwork((2, 1, 1), 2, config, context_channels=4,
+  ...                              rng=np.random.default_rng(1)),
+  ...     (2, 1, 2), name='dequantizer_coupling')
+  >>> q = fd.VariationalDequantizer(
+  ...     tfb.Chain([tfb.Invert(split), coupling, split]), context_network,
+  ...     context_layout=split, image_shape=(2, 2, 1), num_levels=4)
+  >>> x = tf.constant(np.arange(12).reshape(3, 2, 2, 1) % 4)
+  >>> u, log_q = q.sample_and_log_prob(x, seed=[1, 2])
+  >>> u.shape, log_q.shape
+  (TensorShape([3, 2, 2, 1]), TensorShape([3]))
+  >>> bool(tf.reduce_all((u > 0.) & (u < 1.)))
+  True
+  >>> np.allclose(log_q, q.distribution.log_prob(
+  ...     tf.identity(u), bijector_kwargs=q.bijector_kwargs(x)), atol=1e-5)
+  True
+
+  With an identity flow (a zero-initialised coupling) the Φ squash gives
+  exactly uniform dequantization:
+
+  >>> identity = fb.AffineCoupling(
+  ...     fn.ZeroConvNetwork((2, 1, 1), 2), (2, 1, 2), name='identity')
+  >>> uniform_q = fd.VariationalDequantizer(
+  ...     tfb.Chain([tfb.Invert(split), identity, split]), context_network,
+  ...     split, (2, 2, 1), num_levels=4)
+  >>> _, log_q = uniform_q.sample_and_log_prob(x, seed=[1, 2])
+  >>> np.allclose(log_q, 0., atol=1e-5)
+  True
+
+  #### References
+
+  [1]: Jonathan Ho, Xi Chen, Aravind Srinivas, Yan Duan and Pieter Abbeel.
+       Flow++: Improving Flow-Based Generative Models with Variational
+       Dequantization and Architecture Design. In _International Conference
+       on Machine Learning_, 2019. https://arxiv.org/abs/1902.00275
+
+  [2]: Lucas Theis, Aäron van den Oord and Matthias Bethge. A note on the
+       evaluation of generative models. In _International Conference on
+       Learning Representations_, 2016. https://arxiv.org/abs/1511.01844
+  """
 
   def __init__(self,
                flow_bijector,
@@ -82,7 +191,7 @@ class VariationalDequantizer(tf.Module):
         (the same split the dequantizer's couplings use).
       image_shape: ``(H, W, C)``.
       num_levels: L; the context sees ``x / L − 0.5``.
-      squash: ``'normal_cdf'`` or ``'sigmoid'`` (see module docstring).
+      squash: ``'normal_cdf'`` or ``'sigmoid'`` (see the class docstring).
       dtype: float dtype.
       name: module name.
     """

@@ -1,13 +1,7 @@
 """The Flow++ conditioner trunk: a stack of gated conv / attention blocks.
 
-    conv3×3 to F → B × [gated conv → LN → mixer → LN] (→ concat_elu)
-
-``mixer`` is ``'attention'`` (gated multi-head self-attention with a learned
-positional embedding [H, W, F], std 0.01, shared by all blocks),
-``'pointwise'`` (the official parameter-matched no-attention ablation) or
-``'none'`` (then each block is [gated conv → LN], the official ImageNet
-dequantizer). Used both as the coupling network body and as the variational
-dequantizer's context network.
+Used both as the coupling network body and as the variational dequantizer's
+context network; see `GatedResNet` and `GatedResNetConfig`.
 """
 
 import dataclasses
@@ -24,7 +18,48 @@ MIXERS = ('attention', 'pointwise', 'none')
 
 @dataclasses.dataclass(frozen=True)
 class GatedResNetConfig:
-  """Hyperparameters of a `GatedResNet` (see module docstring)."""
+  """Hyperparameters of a `GatedResNet`.
+
+  The architecture (see `GatedResNet`) is
+
+  ```none
+  conv3×3 to F → B × [gated conv → LN → mixer → LN] (→ concat_elu)
+  ```
+
+  with ``F = filters`` and ``B = blocks`` [(Ho et al., 2019)][1].
+
+  Attributes:
+    filters: width F.
+    blocks: number of blocks B (0 allowed).
+    mixer: ``'attention'`` (gated multi-head self-attention, Flow++),
+      ``'pointwise'`` (the official parameter-matched no-attention ablation)
+      or ``'none'`` (each block is [gated conv → LN], the official ImageNet
+      dequantizer).
+    heads: attention heads; must divide ``filters`` for ``'attention'``.
+    layer_norm: the layer norms after the gated conv and the mixer.
+    dropout: rate in [0, 1) inside every block (active when training).
+    weight_norm: weight-normalised convolutions.
+    second_kernel_size: kernel of the gated conv's second convolution (1 in
+      the coupling networks, 3 in the official context network).
+    final_nonlinearity: a final concat_elu (output width 2F).
+
+  #### Examples
+
+  >>> from tfp_flowpp import networks as fn
+  >>> fn.GatedResNetConfig(filters=8, blocks=2, heads=2).mixer
+  'attention'
+  >>> fn.GatedResNetConfig(filters=10, heads=4)
+  Traceback (most recent call last):
+    ...
+  ValueError: filters=10 must be divisible by heads=4.
+
+  #### References
+
+  [1]: Jonathan Ho, Xi Chen, Aravind Srinivas, Yan Duan and Pieter Abbeel.
+       Flow++: Improving Flow-Based Generative Models with Variational
+       Dequantization and Architecture Design. In _International Conference
+       on Machine Learning_, 2019. https://arxiv.org/abs/1902.00275
+  """
   filters: int = 96
   blocks: int = 10
   mixer: str = 'attention'
@@ -49,7 +84,54 @@ class GatedResNetConfig:
 
 
 class GatedResNet(tf.Module):
-  """``[N, H, W, C_in] → [N, H, W, F]`` (or 2F after the final concat_elu)."""
+  """``[N, H, W, C_in] → [N, H, W, F]`` (or 2F after the final concat_elu).
+
+  The Flow++ conditioner trunk [(Ho et al., 2019)][1], §3.3: a residual
+  stack [(He et al., 2016)][2] of gated conv blocks (`GatedConvBlock`), each
+  followed by a mixer,
+
+  ```none
+  h = conv3×3(x)                                        → F channels
+  B × [h = LN(GatedConvBlock(h, context));  h = LN(mixer(h, P))]
+  (h = concat_elu(h))                          → 2F, if final_nonlinearity
+  ```
+
+  where the mixer is a `GatedAttentionBlock` (``'attention'``), a
+  `PointwiseMaxoutBlock` (``'pointwise'``) or absent (``'none'``, then each
+  block is [gated conv → LN]); LN is `LayerNorm` (if ``layer_norm``), and
+  ``P`` a learned positional embedding ``[H, W, F]`` (initial std 0.01)
+  shared by all blocks. It is both the coupling networks' body
+  (`FlowppCouplingNetwork`) and the variational dequantizer's context
+  network.
+
+  #### Examples
+
+  >>> import numpy as np
+  >>> import tensorflow as tf
+  >>> from tfp_flowpp import networks as fn
+  >>> config = fn.GatedResNetConfig(
+  ...     filters=8, blocks=2, heads=2, final_nonlinearity=True)
+  >>> trunk = fn.GatedResNet((4, 4, 3), config, rng=np.random.default_rng(0))
+  >>> trunk.output_channels
+  16
+  >>> trunk(tf.random.stateless_normal([2, 4, 4, 3], seed=[1, 2])).shape
+  TensorShape([2, 4, 4, 16])
+  >>> len(trunk.conv_blocks), len(trunk.mixers)
+  (2, 2)
+  >>> trunk.positional_embedding.shape
+  TensorShape([4, 4, 8])
+
+  #### References
+
+  [1]: Jonathan Ho, Xi Chen, Aravind Srinivas, Yan Duan and Pieter Abbeel.
+       Flow++: Improving Flow-Based Generative Models with Variational
+       Dequantization and Architecture Design. In _International Conference
+       on Machine Learning_, 2019. https://arxiv.org/abs/1902.00275
+
+  [2]: Kaiming He, Xiangyu Zhang, Shaoqing Ren and Jian Sun. Deep Residual
+       Learning for Image Recognition. In _Computer Vision and Pattern
+       Recognition_, 2016. https://arxiv.org/abs/1512.03385
+  """
 
   def __init__(self,
                input_shape,
@@ -58,6 +140,17 @@ class GatedResNet(tf.Module):
                dtype=tf.float32,
                rng=None,
                name=None):
+    """Creates the network's variables.
+
+    Args:
+      input_shape: ``(H, W, C_in)``.
+      config: `GatedResNetConfig`.
+      context_channels: channels of the conditioning context fed to every
+        `GatedConvBlock`, or None.
+      dtype: variable dtype.
+      rng: `np.random.Generator` for the initial values; None = fresh.
+      name: module name.
+    """
     super().__init__(name=name)
     height, width, in_channels = (int(d) for d in input_shape)
     self.config = config
