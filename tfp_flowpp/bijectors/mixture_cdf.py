@@ -24,9 +24,9 @@ the exact, cheap bracket
 
     [min_k(μ_k + s_k t), max_k(μ_k + s_k t)],
 
-which we hand to TFP's vectorised Chandrupatla root finder. A fixed-step
-bisection (the official method: bounds μ ∓ 200·Σ s, up to 200 halvings until
-max |Δx| < 1e-12) is kept for reference and benchmarking.
+which we hand to TFP's vectorised Chandrupatla root finder. The official
+fixed-step bisection (bounds μ ∓ 200·Σ s, up to 200 halvings until
+max |Δx| < 1e-12) is the benchmarks' baseline, in bench/_mixture_bisection.py.
 """
 
 import collections
@@ -40,7 +40,6 @@ __all__ = [
     'mixture_logistic_terms',
     'mixture_logistic_logit_cdf',
     'invert_mixture_logistic_logit_cdf',
-    'bisection_invert_mixture_logistic_logit_cdf',
     'InversionResult',
 ]
 
@@ -148,40 +147,3 @@ def invert_mixture_logistic_logit_cdf(target,
                               log_scales)
   return InversionResult(
       x=x, num_iterations=tf.reduce_max(result.num_iterations))
-
-
-def bisection_invert_mixture_logistic_logit_cdf(target,
-                                                log_weights,
-                                                means,
-                                                log_scales,
-                                                tolerance=1e-12,
-                                                max_iterations=200,
-                                                bounds_scale=200.):
-  """The official code's fixed bisection, on the same logit-space objective.
-
-  Bounds ``min μ − 200 Σ s`` and ``max μ + 200 Σ s``; halves until the largest
-  update is below ``tolerance`` or ``max_iterations`` steps. Kept as the
-  baseline the benchmarks compare Chandrupatla against.
-  """
-  target = tf.stop_gradient(target)
-  sum_scales = tf.reduce_sum(tf.exp(log_scales), axis=-1, keepdims=True)
-  low = tf.reduce_min(means - bounds_scale * sum_scales, axis=-1)
-  high = tf.reduce_max(means + bounds_scale * sum_scales, axis=-1)
-  x0 = tf.zeros_like(target)
-
-  def body(i, x, low, high, _):
-    too_high = mixture_logistic_logit_cdf(x, log_weights, means,
-                                          log_scales) > target
-    new_x = tf.where(too_high, (x + low) / 2, (x + high) / 2)
-    new_low = tf.where(too_high, low, x)
-    new_high = tf.where(too_high, x, high)
-    return i + 1, new_x, new_low, new_high, tf.reduce_max(tf.abs(new_x - x))
-
-  def cond(i, x, low, high, diff):
-    del x, low, high
-    return tf.logical_and(i < max_iterations, diff > tolerance)
-
-  iterations, x, _, _, _ = tf.while_loop(
-      cond, body,
-      (tf.constant(0), x0, low, high, tf.constant(float('inf'), target.dtype)))
-  return InversionResult(x=x, num_iterations=iterations)
