@@ -4,7 +4,8 @@ Beside `splits.SPLITS`. Each class is a `CouplingBijector` that declares its
 parameter layout (`params_per_channel_from_config`) and how a `ModelConfig`
 builds it (`from_config`); the model builder, the config's choices and the
 command-line flag (its help is each class docstring's first line) all read
-this one mapping. Adding a coupling is one module and one line here.
+this one mapping. Adding a coupling is one module and one entry here (with
+its import); see docs/adding_a_coupling.md.
 """
 
 from tfp_flowpp.bijectors import additive_coupling
