@@ -401,13 +401,13 @@ def tfb_glow_trainer_class():
 def count_coupling_network_calls(model, fn):
   """(main couplings, dequantizer couplings, network calls made by ``fn()``).
 
-  `tfp_flowpp.bijectors.counting_network_calls`, the instrument
+  `tfp_flowpp.testing.counting_network_calls`, the instrument
   tests/test_network_calls.py uses: call counts are Python calls, i.e. per
   trace when ``fn`` traces a `tf.function` — the number of network
   evaluations in the graph.
   """
-  from tfp_flowpp import bijectors as fb  # pylint: disable=g-import-not-at-top
-  with fb.counting_network_calls(model.bijector, model.dequantizer) as (
+  from tfp_flowpp import testing  # pylint: disable=g-import-not-at-top
+  with testing.counting_network_calls(model.bijector, model.dequantizer) as (
       (main, dequantizer), calls):
     fn()
   return len(main), len(dequantizer), len(calls)

@@ -327,6 +327,7 @@ def _mixture_inverse(spec):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_probability as tfp  # pylint: disable=g-import-not-at-top
   from tfp_flowpp.bijectors import mixture_cdf  # pylint: disable=g-import-not-at-top
+  import _mixture_bisection  # pylint: disable=g-import-not-at-top
   result = {'dtype': spec['dtype'], 'shape': spec['shape'], 'k': spec['k']}
   dtype = tf.as_dtype(spec['dtype'])
   x_true, target, log_weights, means, log_scales = _mixture_problem(
@@ -335,9 +336,10 @@ def _mixture_inverse(spec):
   result['finite_targets'] = float(tf.reduce_mean(tf.cast(finite, tf.float32)))
   methods = {
       'chandrupatla': mixture_cdf.invert_mixture_logistic_logit_cdf,
-      'bisection': mixture_cdf.bisection_invert_mixture_logistic_logit_cdf,
+      'bisection':
+          _mixture_bisection.bisection_invert_mixture_logistic_logit_cdf,
       'bisection_200': functools.partial(
-          mixture_cdf.bisection_invert_mixture_logistic_logit_cdf,
+          _mixture_bisection.bisection_invert_mixture_logistic_logit_cdf,
           tolerance=-1.),
   }
   for name, method in methods.items():

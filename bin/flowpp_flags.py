@@ -2,8 +2,10 @@
 
 Every field of `ModelConfig`, `DataConfig` and `TrainConfig` becomes one flag
 with the field's ``help`` text (``--helpfull`` lists them all), so a
-``configs/NAME.flags`` file is just those fields as data. The library itself
-never defines flags; only the bin/ programs call `define_*`.
+``configs/NAME.flags`` file is just those fields as data. A field with
+choices (`config.CHOICES`) becomes an enum flag over its registry's names,
+and its help adds each registered option's docstring summary. The library
+itself never defines flags; only the bin/ programs call `define_*`.
 
 A flag file may include another with a ``--flagfile=OTHER.flags`` line (later
 lines override it): the ablation configs are their base config plus a few
@@ -11,6 +13,7 @@ lines. Such an include is relative to the including file, so the configs work
 from any current directory (`read_flagfiles`).
 """
 
+import collections.abc
 import dataclasses
 import os
 import sys
@@ -27,13 +30,30 @@ from tfp_flowpp.training import config as train_config_lib
 _DERIVED_MODEL_FIELDS = ('image_shape', 'num_levels')
 _CHOICES = dict(model_config_lib.CHOICES)
 _CHOICES.update({
-    'dequantizer_mixer': model_config_lib.CHOICES['mixer'],
-    'context_mixer': model_config_lib.CHOICES['mixer'],
     'lr_decay': train_config_lib.LR_DECAYS,
     'distribution': train_config_lib.DISTRIBUTIONS,
 })
 CONFIG_CLASSES = (model_config_lib.ModelConfig, data_lib.DataConfig,
                   train_config_lib.TrainConfig)
+
+
+def option_help(choices):
+  """'name: summary; ...' for the documented entries of a registry.
+
+  The summary is the first line of the entry's own docstring (a class's
+  ``__doc__``, not inherited); entries without one (e.g. ``None`` for "no
+  mixer", described by the field's help) and plain tuples of names give
+  nothing.
+  """
+  if not isinstance(choices, collections.abc.Mapping):
+    return ''
+  parts = []
+  for name, value in choices.items():
+    doc = (getattr(value, '__doc__', None) or '').strip()
+    if value is not None and doc:
+      summary = doc.splitlines()[0].strip().replace('`', '').rstrip('.')
+      parts.append(f'{name}: {summary}')
+  return '; '.join(parts) + '.' if parts else ''
 
 
 def _define_field(field, hint, flag_values):
@@ -53,8 +73,14 @@ def _define_field(field, hint, flag_values):
   elif hint is float:
     flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
   elif name in _CHOICES:
+    choices = _CHOICES[name]
+    options = option_help(choices)
     flags.DEFINE_enum(
-        name, default, list(_CHOICES[name]), help_text, flag_values=flag_values)
+        name,
+        default,
+        list(choices),
+        f'{help_text} {options}' if options else help_text,
+        flag_values=flag_values)
   elif hint is str:
     flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
   elif hint is tuple or origin is tuple:

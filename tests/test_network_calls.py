@@ -11,11 +11,12 @@ import tensorflow as tf
 import configs_util
 from tfp_flowpp import bijectors as fb
 from tfp_flowpp import model_builder
+from tfp_flowpp import testing
 
 
 def _instrument(model):
   """((main couplings, dequantizer couplings), call log) for a `with`."""
-  return fb.counting_network_calls(model.bijector, model.dequantizer)
+  return testing.counting_network_calls(model.bijector, model.dequantizer)
 
 
 def _model(**overrides):

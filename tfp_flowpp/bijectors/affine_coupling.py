@@ -8,9 +8,24 @@ import tensorflow as tf
 
 from tfp_flowpp.bijectors import coupling
 
-__all__ = ['AffineCoupling']
+__all__ = ['AffineCoupling', 'SCALE_FNS']
 
-_SCALE_FNS = ('exp_tanh', 'sigmoid')
+
+def _exp_tanh_log_scale(h):
+  """scale = exp(tanh(h)), log-scale in (−1, 1) (Flow++, RealNVP)."""
+  return tf.tanh(h)
+
+
+def _sigmoid_log_scale(h):
+  """scale = sigmoid(h + 2), in (0, 1) and 0.88 at h = 0 (Glow)."""
+  return tf.math.log_sigmoid(h + 2.)
+
+
+# ``scale_fn`` name -> function of the raw network output giving log(scale).
+SCALE_FNS = {
+    'exp_tanh': _exp_tanh_log_scale,
+    'sigmoid': _sigmoid_log_scale,
+}
 
 
 class AffineCoupling(coupling.CouplingBijector):
@@ -96,8 +111,8 @@ class AffineCoupling(coupling.CouplingBijector):
       ValueError: for an unknown ``scale_fn``.
     """
     parameters = dict(locals())
-    if scale_fn not in _SCALE_FNS:
-      raise ValueError(f'scale_fn must be one of {_SCALE_FNS}, got '
+    if scale_fn not in SCALE_FNS:
+      raise ValueError(f'scale_fn must be one of {tuple(SCALE_FNS)}, got '
                        f'{scale_fn!r}.')
     self._scale_fn = scale_fn
     super().__init__(
@@ -107,13 +122,14 @@ class AffineCoupling(coupling.CouplingBijector):
         parameters=parameters,
         name=name)
 
+  @classmethod
+  def from_config(cls, network, event_shape, config, name):
+    """The coupling with ``scale_fn=config.affine_scale``."""
+    return cls(network, event_shape, scale_fn=config.affine_scale, name=name)
+
   def _log_scale_and_shift(self, params):
     h, shift = tf.unstack(params, axis=-1)
-    if self._scale_fn == 'exp_tanh':
-      log_scale = tf.tanh(h)
-    else:
-      log_scale = tf.math.log_sigmoid(h + 2.)
-    return log_scale, shift
+    return SCALE_FNS[self._scale_fn](h), shift
 
   def _coupling_forward(self, x_b, params):
     log_scale, shift = self._log_scale_and_shift(params)

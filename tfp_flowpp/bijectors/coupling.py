@@ -4,14 +4,12 @@ One half of the event conditions an elementwise transform of the other; the
 math, layout, conditioning and subclassing rules are in `CouplingBijector`.
 """
 
-import contextlib
-
 import tensorflow as tf
 
 from tfp_flowpp.bijectors import fused_log_det
 from tfp_flowpp.bijectors import shapes
 
-__all__ = ['CouplingBijector', 'counting_network_calls']
+__all__ = ['CouplingBijector']
 
 sum_event = fused_log_det.sum_event
 
@@ -145,6 +143,48 @@ class CouplingBijector(fused_log_det.FusedLogDetBijector):
       super().__init__(
           validate_args=validate_args, parameters=parameters, name=name)
 
+  @classmethod
+  def params_per_channel_from_config(cls, config):
+    """Network outputs per transformed channel for a `ModelConfig`.
+
+    The builder gives the coupling network ``(C/2)·P`` output channels with
+    ``P`` this number. Defaults to the class attribute ``params_per_channel``;
+    a coupling whose layout depends on the config (e.g. on ``components``)
+    overrides this.
+
+    Args:
+      config: a `ModelConfig` (only the fields this coupling uses are read).
+
+    Returns:
+      Python `int` ``P``.
+    """
+    del config
+    if cls.params_per_channel is None:
+      raise NotImplementedError(
+          f'{cls.__name__} must set params_per_channel or override '
+          'params_per_channel_from_config.')
+    return int(cls.params_per_channel)
+
+  @classmethod
+  def from_config(cls, network, event_shape, config, name):
+    """Builds the coupling a `ModelConfig` describes, around ``network``.
+
+    The default passes no config field; couplings with hyperparameters
+    (``components``, ``affine_scale``, ...) override this to read them.
+
+    Args:
+      network: the coupling network, built with
+        `params_per_channel_from_config` outputs per transformed channel.
+      event_shape: paired-layout ``(H, W, C)``.
+      config: a `ModelConfig`.
+      name: bijector name (routing key for ``context``/``training``).
+
+    Returns:
+      An instance of ``cls``.
+    """
+    del config
+    return cls(network, event_shape, name=name)
+
   @property
   def network(self):
     return self._network
@@ -192,42 +232,3 @@ class CouplingBijector(fused_log_det.FusedLogDetBijector):
 
   def _coupling_inverse(self, y_b, params):
     raise NotImplementedError
-
-
-class _CountingNetwork(tf.Module):
-  """A coupling network that appends to ``calls`` each time it is called."""
-
-  def __init__(self, network, calls):
-    super().__init__(name='counting_network')
-    self.network = network
-    self.calls = calls
-
-  def __call__(self, x, context=None, training=False):
-    self.calls.append(1)
-    return self.network(x, context=context, training=training)
-
-
-@contextlib.contextmanager
-def counting_network_calls(*modules):
-  """Counts coupling-network evaluations of the couplings in ``modules``.
-
-  Yields ``(couplings, calls)``: for each module, the list of its
-  `CouplingBijector`s (the module itself or its submodules), and a list that
-  gets one entry per network call made inside the block — per Python call,
-  i.e. per trace when the calls happen inside a `tf.function`, which is the
-  number of network evaluations in the traced graph. The networks are
-  restored on exit.
-  """
-  calls = []
-  couplings = [[
-      m for m in (module,) + tuple(module.submodules)
-      if isinstance(m, CouplingBijector)
-  ] for module in modules]
-  originals = [(c, c._network) for group in couplings for c in group]  # pylint: disable=protected-access
-  try:
-    for c, network in originals:
-      c._network = _CountingNetwork(network, calls)  # pylint: disable=protected-access
-    yield couplings, calls
-  finally:
-    for c, network in reversed(originals):
-      c._network = network  # pylint: disable=protected-access

@@ -12,19 +12,28 @@ from tfp_flowpp.bijectors import shapes
 
 tfb = tfp.bijectors
 
-__all__ = ['InvertibleConv1x1']
+__all__ = ['INITS', 'InvertibleConv1x1']
 
-_INITS = ('noisy_identity', 'orthogonal')
+
+def _noisy_identity(size, rng):
+  """I + 0.001·N(0, 1) (official Flow++)."""
+  return np.eye(size) + 0.001 * rng.standard_normal((size, size))
+
+
+def _orthogonal(size, rng):
+  """A random orthogonal matrix, Q of the QR of a Gaussian (Glow)."""
+  return np.linalg.qr(rng.standard_normal((size, size)))[0]
+
+
+# ``init`` name -> function ``(size, rng) -> [size, size]`` initial matrix.
+INITS = {
+    'noisy_identity': _noisy_identity,
+    'orthogonal': _orthogonal,
+}
 
 
 def _initial_matrices(num_groups, size, init, rng):
-  mats = []
-  for _ in range(num_groups):
-    if init == 'noisy_identity':
-      mats.append(np.eye(size) + 0.001 * rng.standard_normal((size, size)))
-    else:
-      mats.append(np.linalg.qr(rng.standard_normal((size, size)))[0])
-  return np.stack(mats)
+  return np.stack([INITS[init](size, rng) for _ in range(num_groups)])
 
 
 class InvertibleConv1x1(tfb.Bijector):
@@ -109,8 +118,8 @@ class InvertibleConv1x1(tfb.Bijector):
     parameters = dict(locals())
     self._event_shape_tuple = tuple(int(d) for d in event_shape)
     channels = self._event_shape_tuple[-1]
-    if init not in _INITS:
-      raise ValueError(f'init must be one of {_INITS}, got {init!r}.')
+    if init not in INITS:
+      raise ValueError(f'init must be one of {tuple(INITS)}, got {init!r}.')
     if channels % num_groups:
       raise ValueError(f'{channels} channels do not split into {num_groups} '
                        'groups.')

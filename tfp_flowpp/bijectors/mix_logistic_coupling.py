@@ -117,6 +117,16 @@ class MixLogisticCoupling(coupling.CouplingBijector):
         parameters=parameters,
         name=name)
 
+  @classmethod
+  def params_per_channel_from_config(cls, config):
+    """``2 + 3K`` with ``K = config.components``."""
+    return 2 + 3 * int(config.components)
+
+  @classmethod
+  def from_config(cls, network, event_shape, config, name):
+    """The coupling with ``config.components`` logistics per element."""
+    return cls(network, event_shape, config.components, name=name)
+
   @property
   def num_components(self):
     return self._num_components

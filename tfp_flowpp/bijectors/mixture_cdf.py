@@ -4,6 +4,8 @@
 softplus terms only (`mixture_logistic_terms`), and the root of
 ``logit F(x) = t`` on an exact bracket with TFP's Chandrupatla root finder
 and implicit gradients (`invert_mixture_logistic_logit_cdf`).
+The official fixed-step bisection (the benchmarks' baseline) lives in
+bench/_mixture_bisection.py.
 """
 
 import collections
@@ -17,7 +19,6 @@ __all__ = [
     'mixture_logistic_terms',
     'mixture_logistic_logit_cdf',
     'invert_mixture_logistic_logit_cdf',
-    'bisection_invert_mixture_logistic_logit_cdf',
     'InversionResult',
 ]
 
@@ -268,40 +269,3 @@ def invert_mixture_logistic_logit_cdf(target,
                               log_scales)
   return InversionResult(
       x=x, num_iterations=tf.reduce_max(result.num_iterations))
-
-
-def bisection_invert_mixture_logistic_logit_cdf(target,
-                                                log_weights,
-                                                means,
-                                                log_scales,
-                                                tolerance=1e-12,
-                                                max_iterations=200,
-                                                bounds_scale=200.):
-  """The official code's fixed bisection, on the same logit-space objective.
-
-  Bounds ``min μ − 200 Σ s`` and ``max μ + 200 Σ s``; halves until the largest
-  update is below ``tolerance`` or ``max_iterations`` steps. Kept as the
-  baseline the benchmarks compare Chandrupatla against.
-  """
-  target = tf.stop_gradient(target)
-  sum_scales = tf.reduce_sum(tf.exp(log_scales), axis=-1, keepdims=True)
-  low = tf.reduce_min(means - bounds_scale * sum_scales, axis=-1)
-  high = tf.reduce_max(means + bounds_scale * sum_scales, axis=-1)
-  x0 = tf.zeros_like(target)
-
-  def body(i, x, low, high, _):
-    too_high = mixture_logistic_logit_cdf(x, log_weights, means,
-                                          log_scales) > target
-    new_x = tf.where(too_high, (x + low) / 2, (x + high) / 2)
-    new_low = tf.where(too_high, low, x)
-    new_high = tf.where(too_high, x, high)
-    return i + 1, new_x, new_low, new_high, tf.reduce_max(tf.abs(new_x - x))
-
-  def cond(i, x, low, high, diff):
-    del x, low, high
-    return tf.logical_and(i < max_iterations, diff > tolerance)
-
-  iterations, x, _, _, _ = tf.while_loop(
-      cond, body,
-      (tf.constant(0), x0, low, high, tf.constant(float('inf'), target.dtype)))
-  return InversionResult(x=x, num_iterations=iterations)

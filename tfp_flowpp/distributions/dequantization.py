@@ -9,12 +9,35 @@ Flow++'s learned `VariationalDequantizer`.
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_flowpp import flow_spec
 from tfp_flowpp.bijectors import conditioning
+from tfp_flowpp.bijectors import splits
+from tfp_flowpp.networks import coupling_networks
+from tfp_flowpp.networks import gated_resnet
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ['UniformDequantizer', 'VariationalDequantizer']
+__all__ = [
+    'DEQUANTIZERS', 'SQUASHES', 'UniformDequantizer', 'VariationalDequantizer'
+]
+
+
+def _normal_cdf():
+  """u = Φ(t): q starts as exactly uniform dequantization."""
+  return tfb.NormalCDF()
+
+
+def _sigmoid():
+  """u = sigmoid(t), the official code: q starts logit-normal."""
+  return tfb.Sigmoid()
+
+
+# ``squash`` name -> factory of the bijector that maps the flow to (0, 1).
+SQUASHES = {
+    'normal_cdf': _normal_cdf,
+    'sigmoid': _sigmoid,
+}
 
 
 def _batch_shape(x):
@@ -74,9 +97,12 @@ class UniformDequantizer(tf.Module):
     super().__init__(name=name)
     self.image_shape = tuple(int(d) for d in image_shape)
     self.dtype = tf.as_dtype(dtype)
-    self.distribution = tfd.Sample(
-        tfd.Uniform(tf.constant(0., self.dtype), tf.constant(1., self.dtype)),
-        sample_shape=self.image_shape)
+
+  @classmethod
+  def from_config(cls, config, builder):
+    """The dequantizer of a `ModelConfig` (see `DEQUANTIZERS`)."""
+    del builder
+    return cls(config.image_shape, dtype=config.dtype)
 
   def sample_and_log_prob(self, x, seed=None, training=False):
     """Returns ``(u, log q(u|x))`` for a batch of images ``x``."""
@@ -201,17 +227,70 @@ class VariationalDequantizer(tf.Module):
     self.dtype = tf.as_dtype(dtype)
     self.context_network = context_network
     self.context_layout = context_layout
-    squashes = {'normal_cdf': tfb.NormalCDF, 'sigmoid': tfb.Sigmoid}
-    if squash not in squashes:
-      raise ValueError(f'squash must be one of {sorted(squashes)}, got '
+    if squash not in SQUASHES:
+      raise ValueError(f'squash must be one of {sorted(SQUASHES)}, got '
                        f'{squash!r}.')
-    self.bijector = tfb.Chain([squashes[squash](), flow_bijector],
+    self.bijector = tfb.Chain([SQUASHES[squash](), flow_bijector],
                               name='dequantizer_flow')
     base = tfd.Sample(
         tfd.Normal(tf.constant(0., self.dtype), tf.constant(1., self.dtype)),
         sample_shape=self.image_shape)
     self.distribution = tfd.TransformedDistribution(
         base, self.bijector, name='q_u_given_x')
+
+  @classmethod
+  def from_config(cls, config, builder):
+    """q(u | x) as a `ModelConfig` describes it (see `DEQUANTIZERS`).
+
+    Reads ``dequantizer_flow`` (one split kind; its split also lays out the
+    context network's input), ``dequantizer_filters``,
+    ``dequantizer_blocks``, ``dequantizer_mixer``, the ``context_*`` fields,
+    ``dequantizer_squash`` and the shared network fields.
+
+    Args:
+      config: a `ModelConfig`.
+      builder: the model builder, which numbers the layers and owns the one
+        NumPy `Generator` that initialises them all: provides ``builder.rng``
+        and ``builder.segment(tokens, shape, network_size, context_channels,
+        prefix)``, the bijectors (data → latent order) of parsed flow tokens
+        built with the config's couplings.
+
+    Returns:
+      A `VariationalDequantizer`.
+    """
+    dtype = tf.as_dtype(config.dtype)
+    tokens = flow_spec.parse_flow(config.dequantizer_flow)
+    layout = splits.SPLITS[tokens[0].split](
+        config.image_shape, name='dequantizer_context_layout')
+    context_config = gated_resnet.GatedResNetConfig(
+        filters=config.context_channels,
+        blocks=config.context_blocks,
+        mixer=config.context_mixer,
+        heads=config.heads,
+        layer_norm=config.context_layer_norm,
+        dropout=config.dropout,
+        weight_norm=config.weight_norm,
+        second_kernel_size=3,
+        final_nonlinearity=False)
+    context_network = gated_resnet.GatedResNet(
+        layout.output_shape,
+        context_config,
+        dtype=dtype,
+        rng=builder.rng,
+        name='dequantizer_context')
+    network_size = coupling_networks.NetworkSize(config.dequantizer_filters,
+                                                 config.dequantizer_blocks,
+                                                 config.dequantizer_mixer)
+    steps = builder.segment(tokens, config.image_shape, network_size,
+                            config.context_channels, 'dequantizer_')
+    return cls(
+        tfb.Chain(steps[::-1], name='dequantizer_flow'),
+        context_network,
+        layout,
+        config.image_shape,
+        config.num_levels,
+        squash=config.dequantizer_squash,
+        dtype=dtype)
 
   def context(self, x, training=False):
     """Features of the discrete image the dequantizer's couplings see."""
@@ -232,3 +311,11 @@ class VariationalDequantizer(tf.Module):
         _batch_shape(x),
         seed=seed,
         bijector_kwargs=self.bijector_kwargs(x, training=training))
+
+
+# ``ModelConfig.dequantizer`` name -> class with ``from_config(config,
+# builder)``.
+DEQUANTIZERS = {
+    'variational': VariationalDequantizer,
+    'uniform': UniformDequantizer,
+}

@@ -317,6 +317,18 @@ class GatedAttentionBlock(tf.Module):
           rng=rng,
           name='out')
 
+  @classmethod
+  def from_config(cls, filters, config, dtype=tf.float32, rng=None, name=None):
+    """The block of a `GatedResNet` with `GatedResNetConfig` ``config``."""
+    return cls(
+        filters,
+        heads=config.heads,
+        dropout=config.dropout,
+        weight_norm=config.weight_norm,
+        dtype=dtype,
+        rng=rng,
+        name=name)
+
   def __call__(self, x, positional_embedding, training=False):
     # Static sizes where known, so `attention` can size its chunks.
     batch, height, width = (
@@ -402,6 +414,17 @@ class PointwiseMaxoutBlock(tf.Module):
           dtype=dtype,
           rng=rng,
           name='out')
+
+  @classmethod
+  def from_config(cls, filters, config, dtype=tf.float32, rng=None, name=None):
+    """The block of a `GatedResNet` with `GatedResNetConfig` ``config``."""
+    return cls(
+        filters,
+        dropout=config.dropout,
+        weight_norm=config.weight_norm,
+        dtype=dtype,
+        rng=rng,
+        name=name)
 
   def __call__(self, x, positional_embedding, training=False):
     h = self.proj(x + tf.cast(positional_embedding, x.dtype))

@@ -5,12 +5,26 @@
 ``network(x, context=None, training=False)``.
 """
 
+import collections
+
 import tensorflow as tf
 
 from tfp_flowpp.networks import gated_resnet
 from tfp_flowpp.networks import layers
 
-__all__ = ['FlowppCouplingNetwork', 'GlowCouplingNetwork', 'ZeroConvNetwork']
+__all__ = [
+    'COUPLING_NETWORKS', 'FlowppCouplingNetwork', 'GlowCouplingNetwork',
+    'NetworkSize', 'ZeroConvNetwork'
+]
+
+NetworkSize = collections.namedtuple('NetworkSize',
+                                     ['filters', 'blocks', 'mixer'])
+"""Width, depth and mixer of the coupling networks of one flow.
+
+The main flow's are ``ModelConfig.filters/blocks/mixer``, the variational
+dequantizer's ``dequantizer_filters/blocks/mixer``; a network type reads what
+it uses.
+"""
 
 
 class FlowppCouplingNetwork(tf.Module):
@@ -95,6 +109,49 @@ class FlowppCouplingNetwork(tf.Module):
           rng=rng,
           name='head')
 
+  @classmethod
+  def from_config(cls,
+                  input_shape,
+                  out_channels,
+                  config,
+                  network_size,
+                  context_channels=None,
+                  rng=None,
+                  name=None):
+    """The coupling network a `ModelConfig` describes.
+
+    Args:
+      input_shape: ``(H, W, C/2)`` of the conditioning half.
+      out_channels: ``(C/2)·P``, ``P`` the coupling's parameters per channel.
+      config: a `ModelConfig`; reads ``heads``, ``layer_norm``, ``dropout``,
+        ``weight_norm``, ``final_nonlinearity`` and ``dtype``.
+      network_size: `NetworkSize` of the flow this network belongs to.
+      context_channels: channels of the conditioning context, or None.
+      rng: the model's NumPy `Generator` (initial values).
+      name: module name.
+
+    Returns:
+      A `FlowppCouplingNetwork`.
+    """
+    trunk = gated_resnet.GatedResNetConfig(
+        filters=network_size.filters,
+        blocks=network_size.blocks,
+        mixer=network_size.mixer,
+        heads=config.heads,
+        layer_norm=config.layer_norm,
+        dropout=config.dropout,
+        weight_norm=config.weight_norm,
+        second_kernel_size=1,
+        final_nonlinearity=config.final_nonlinearity)
+    return cls(
+        input_shape,
+        out_channels,
+        trunk,
+        context_channels=context_channels,
+        dtype=tf.as_dtype(config.dtype),
+        rng=rng,
+        name=name)
+
   def __call__(self, x, context=None, training=False):
     return self.head(self.trunk(x, context=context, training=training))
 
@@ -172,6 +229,30 @@ class GlowCouplingNetwork(tf.Module):
           rng=rng,
           name='head')
 
+  @classmethod
+  def from_config(cls,
+                  input_shape,
+                  out_channels,
+                  config,
+                  network_size,
+                  context_channels=None,
+                  rng=None,
+                  name=None):
+    """The network with ``config.glow_hidden`` hidden channels.
+
+    Arguments as `FlowppCouplingNetwork.from_config`. The width is
+    ``glow_hidden`` in every flow (``network_size`` is unused) and the
+    network ignores any context.
+    """
+    del network_size, context_channels
+    return cls(
+        input_shape,
+        out_channels,
+        hidden_channels=config.glow_hidden,
+        dtype=tf.as_dtype(config.dtype),
+        rng=rng,
+        name=name)
+
   def __call__(self, x, context=None, training=False):
     del context, training
     return self.head(tf.nn.relu(self.conv2(tf.nn.relu(self.conv1(x)))))
@@ -242,3 +323,12 @@ class ZeroConvNetwork(tf.Module):
   def __call__(self, x, context=None, training=False):
     del context, training
     return self.conv(x)
+
+
+# ``ModelConfig.network`` name -> coupling network class; each has
+# ``from_config(input_shape, out_channels, config, network_size,
+# context_channels, rng, name)``.
+COUPLING_NETWORKS = {
+    'gated_resnet': FlowppCouplingNetwork,
+    'glow': GlowCouplingNetwork,
+}

@@ -13,7 +13,14 @@ from tfp_flowpp.networks import layers
 
 __all__ = ['GatedResNetConfig', 'GatedResNet', 'MIXERS']
 
-MIXERS = ('attention', 'pointwise', 'none')
+# ``mixer`` name -> block class (``from_config(filters, config, dtype, rng,
+# name)``, called as ``block(h, positional_embedding, training)``); ``None``:
+# no mixer, no positional embedding.
+MIXERS = {
+    'attention': blocks.GatedAttentionBlock,
+    'pointwise': blocks.PointwiseMaxoutBlock,
+    'none': None,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +79,8 @@ class GatedResNetConfig:
 
   def __post_init__(self):
     if self.mixer not in MIXERS:
-      raise ValueError(f'mixer must be one of {MIXERS}, got {self.mixer!r}.')
+      raise ValueError(f'mixer must be one of {tuple(MIXERS)}, got '
+                       f'{self.mixer!r}.')
     if self.filters < 1 or self.blocks < 0:
       raise ValueError(f'Bad network size: filters={self.filters}, '
                        f'blocks={self.blocks}.')
@@ -157,6 +165,7 @@ class GatedResNet(tf.Module):
     self.input_shape = (height, width, in_channels)
     f = config.filters
     rng = layers.default_rng(rng)
+    mixer = MIXERS[config.mixer]
     with self.name_scope:
       self.proj_in = layers.Conv2D(
           in_channels,
@@ -167,7 +176,7 @@ class GatedResNet(tf.Module):
           rng=rng,
           name='proj_in')
       self.positional_embedding = None
-      if config.mixer != 'none':
+      if mixer is not None:
         self.positional_embedding = tf.Variable(
             tf.constant(rng.normal(0., 0.01, size=(height, width, f)), dtype),
             name='positional_embedding')
@@ -186,26 +195,11 @@ class GatedResNet(tf.Module):
         norms = []
         if config.layer_norm:
           norms.append(layers.LayerNorm(f, dtype=dtype, name=f'norm_{i}a'))
-        if config.mixer == 'attention':
+        if mixer is not None:
           self.mixers.append(
-              blocks.GatedAttentionBlock(
-                  f,
-                  heads=config.heads,
-                  dropout=config.dropout,
-                  weight_norm=config.weight_norm,
-                  dtype=dtype,
-                  rng=rng,
-                  name=f'attention_{i}'))
-        elif config.mixer == 'pointwise':
-          self.mixers.append(
-              blocks.PointwiseMaxoutBlock(
-                  f,
-                  dropout=config.dropout,
-                  weight_norm=config.weight_norm,
-                  dtype=dtype,
-                  rng=rng,
-                  name=f'pointwise_{i}'))
-        if config.layer_norm and config.mixer != 'none':
+              mixer.from_config(
+                  f, config, dtype=dtype, rng=rng, name=f'{config.mixer}_{i}'))
+        if config.layer_norm and mixer is not None:
           norms.append(layers.LayerNorm(f, dtype=dtype, name=f'norm_{i}b'))
         self.norms.append(norms)
 
