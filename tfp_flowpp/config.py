@@ -52,8 +52,17 @@ CHOICES = types.MappingProxyType({
 })
 
 
-def _field(default, help_text):
-  return dataclasses.field(default=default, metadata={'help': help_text})
+def _field(default, help_text, stored_default=dataclasses.MISSING):
+  """A config field with its flag help.
+
+  ``stored_default`` is the value a config.json written before the field
+  existed implies (when it differs from ``default``, e.g. a new feature that
+  is on by default but was off in older runs).
+  """
+  metadata = {'help': help_text}
+  if stored_default is not dataclasses.MISSING:
+    metadata['stored_default'] = stored_default
+  return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,15 +165,23 @@ class ModelConfig:
 
   @classmethod
   def from_json(cls, text):
+    """Reads `to_json` output, also from older versions of tfp_flowpp.
+
+    A field the stored config lacks was added later and takes the value that
+    older runs implied (its ``stored_default``, else its default); a field
+    this version does not know means a newer version wrote the file.
+    """
     values = json.loads(text)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    missing = sorted(known - set(values))
-    if unknown or missing:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
       raise ValueError(
-          f'Stored model config does not match this version of tfp_flowpp '
-          f'(unknown fields {unknown}, missing fields {missing}); rebuild it '
-          'with the version that wrote it.')
+          f'Stored model config has fields this version of tfp_flowpp does '
+          f'not know ({", ".join(unknown)}); it was written by a newer '
+          'version: upgrade tfp_flowpp to read it.')
+    for name in sorted(set(fields) - set(values)):
+      values[name] = fields[name].metadata.get('stored_default',
+                                               fields[name].default)
     return cls(**values)
 
   def replace(self, **changes):
