@@ -291,9 +291,15 @@ def test_evaluator_traces_one_static_batch_and_masks_the_padding():
                              rtol=1e-5)
   assert evaluator.evaluate(dataset.eval_batches('train', 4),
                             max_images=7)['num_images'] == 7
-  assert evaluator.evaluate(dataset.eval_batches('train', 4), num_samples=3,
-                            max_images=5)['num_images'] == 5
   assert function.experimental_get_tracing_count() == 1
+  # Fewer images than a batch: batches of (and padding to) max_images.
+  assert evaluator.evaluate(dataset.eval_batches('train', 4), num_samples=3,
+                            max_images=3)['num_images'] == 3
+  iw = evaluator._functions[3]  # pylint: disable=protected-access
+  iw.get_concrete_function(
+      tf.TensorSpec([3, 4, 4, 1], tf.uint8), tf.TensorSpec([3], tf.bool),
+      tf.TensorSpec([2], tf.int32))
+  assert iw.experimental_get_tracing_count() == 1  # That was its one trace.
 
 
 def test_evaluator_pads_to_a_multiple_of_the_replicas():

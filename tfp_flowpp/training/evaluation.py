@@ -95,6 +95,7 @@ class BpdEvaluator:
       raise ValueError('No images to evaluate.')
     batch_size = int(first.shape[0])
     if max_images:
+      batch_size = min(batch_size, int(max_images))  # Pad no more than that.
       batches = batches.unbatch().take(max_images).batch(batch_size)
     distributed = self.strategy.experimental_distribute_dataset(
         self._padded(batches, batch_size))
