@@ -309,9 +309,21 @@ def test_evaluator_pads_to_a_multiple_of_the_replicas():
     model = model_builder.build_model(
         tiny_model_config(image_shape=(4, 4, 1), num_levels=17))
   model.initialize(tf.constant(dataset.arrays('train')), seed=[0, 1])
-  evaluator = evaluation.BpdEvaluator(model, strategy, seed=5)
+  traced_shapes = []
+
+  class Recorder:  # The model, noting the image shapes it is traced with.
+
+    def log_prob(self, images, seed):
+      traced_shapes.append(tuple(images.shape))
+      return model.log_prob(images, seed=seed)
+
+    def nats_to_bits_per_dim(self, nats):
+      return model.nats_to_bits_per_dim(nats)
+
+  evaluator = evaluation.BpdEvaluator(Recorder(), strategy, seed=5)
   result = evaluator.evaluate(dataset.eval_batches('train', 3))  # 3,3,3,1.
   assert result['num_images'] == 10
+  assert traced_shapes == [(2, 4, 4, 1)] * 2  # Static, once per replica.
   # Each batch is padded to 4: replica r gets rows 2r, 2r + 1 and the seed
   # folded with r; only the real rows count.
   bounds = []
