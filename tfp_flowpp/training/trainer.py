@@ -61,7 +61,8 @@ class Trainer:
   Construction builds everything the run uses — data, strategy, model,
   optimizer, counters, checkpoint manager, evaluator, TensorBoard writer,
   progress bar, train step — and checks the workdir, but trains nothing and
-  writes no checkpoint; `run` restores or initialises and trains.
+  writes neither config.json nor a checkpoint (only the TensorBoard event
+  file is opened); `run` restores or initialises and trains.
 
   Args:
     model_config: `ModelConfig`; its ``image_shape`` and ``num_levels`` are
