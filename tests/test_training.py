@@ -20,6 +20,7 @@ from tfp_flowpp import model_builder
 from tfp_flowpp.training import atomic_files
 from tfp_flowpp.training import config as train_config_lib
 from tfp_flowpp.training import evaluation
+from tfp_flowpp.training import strategy as strategy_lib
 from tfp_flowpp.training import trainer as trainer_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,9 +65,9 @@ def train_config(**overrides):
 
 
 def mirrored_strategy():
-  devices = tf.config.list_logical_devices('CPU')[:2]
-  assert len(devices) == 2, 'conftest should create two logical CPUs'
-  return tf.distribute.MirroredStrategy([d.name for d in devices])
+  assert len(tf.config.list_logical_devices('CPU')) >= 2, (
+      'conftest should create two logical CPUs')
+  return strategy_lib.make_strategy('mirrored', num_cpu_replicas=2)
 
 
 def _variables(trainer):
@@ -132,6 +133,21 @@ def test_mirrored_step_equals_single_device_step(tmp_path):
     moved += not np.allclose(a, start)
   assert moved > len(initial) // 2  # The step really changed the weights.
   assert int(distributed.optimizer.iterations.numpy()) == 1
+
+
+def test_mirrored_strategies_of_one_process_do_not_collide():
+  """A second mirrored run (another model, other shapes) still all-reduces."""
+  first, second = mirrored_strategy(), mirrored_strategy()
+  assert first is second and first.num_replicas_in_sync == 2
+
+  def all_reduce(strategy, n):
+    replica = lambda: tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, tf.ones([n]))
+    return strategy.experimental_local_results(
+        tf.function(lambda: strategy.run(replica))())[0].numpy()
+
+  np.testing.assert_array_equal(all_reduce(first, 5), np.full([5], 2.))
+  np.testing.assert_array_equal(all_reduce(second, 7), np.full([7], 2.))
 
 
 @pytest.mark.parametrize('replicas', [1, 2])
