@@ -2,8 +2,8 @@
 
 A data set is a handful of named splits (``'train'``, ``'validation'``,
 ``'test'``). Each split is held by a backend: `ArraySplit` (numpy in memory,
-used by every source small enough) or the streaming TFDS backend in
-`tfds_source`. Both give the same guarantees:
+used by every source small enough) or `streaming.StreamSplit` (big TFDS
+data). Both give the same guarantees:
 
 * Epoch ``e`` of training visits the examples in an order fixed by
   ``(seed, e)``; global batch ``k`` is batch ``k % steps_per_epoch`` of epoch
@@ -108,8 +108,8 @@ class ArraySplit:
 class ImageDataset:
   """A loaded image data set: metadata plus train/eval batch pipelines.
 
-  Build one with `tfp_flowpp.data.load_dataset`. Pixel values are integers in
-  ``[0, num_levels)`` stored as uint8.
+  Build one with `tfp_flowpp.data.load_dataset` (or `from_arrays`). Pixel
+  values are integers in ``[0, num_levels)`` stored as uint8.
 
   Attributes:
     name: Short data set name, e.g. ``'digits'``.

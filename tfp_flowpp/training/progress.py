@@ -25,6 +25,11 @@ class ProgressBar:
     self.started = time.time()
     self._open_line = False
 
+  def restart(self, step):
+    """Measures the ETA from now on, with ``step`` steps already done."""
+    self.start_step = int(step)
+    self.started = time.time()
+
   def update(self, step, **values):
     """Redraws (terminal) or prints one line (logs) for ``step``."""
     fraction = min(step / max(self.total, 1), 1.)
