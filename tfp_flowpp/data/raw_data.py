@@ -22,6 +22,8 @@ class RawData:
     class_names: Names indexed by label, or None.
     test_images: uint8 ``[M, H, W, C]`` official test split, or None.
     test_labels: int64 ``[M]`` or None.
+    paths: Source file of each image of ``images`` (same order), for sources
+      read from files (``folder:DIR``); None otherwise.
   """
 
   name: str
@@ -31,6 +33,7 @@ class RawData:
   class_names: list[str] | None = None
   test_images: np.ndarray | None = None
   test_labels: np.ndarray | None = None
+  paths: list[str] | None = None
 
   @property
   def has_official_test(self):
