@@ -300,9 +300,11 @@ def test_folder_sources_carry_paths_and_labels_into_the_table(tmp_path,
   back = scoring.read_scores(path)
   np.testing.assert_array_equal(back['path'], source.paths)
   np.testing.assert_array_equal(back['index'], np.arange(5))
-  one_class = _scoring.load_source(configs, _scoring.SourceOptions(
-      dataset=f'folder:{tmp_path}/images', classes=(0,)))
-  assert [os.path.basename(p) for p in one_class.paths] == ['1.png', '3.png']
+  dogs = _scoring.load_source(configs, _scoring.SourceOptions(
+      dataset=f'folder:{tmp_path}/images', classes=(1,)))
+  assert [os.path.relpath(p, tmp_path) for p in dogs.paths] == [
+      'images/dogs/0.png', 'images/dogs/2.png', 'images/dogs/4.png']
+  np.testing.assert_array_equal(dogs.images[:, 0, 0, 0], [0, 80, 160])
 
 
 @pytest.mark.parametrize('shape, levels, prefix, num_bits, message', [
@@ -329,6 +331,8 @@ def test_level_mismatch_errors_suggest_num_bits():
   with pytest.raises(ValueError, match='256 levels but the model has 32: '
                      'pass --num_bits=5'):
     _scoring.check_matches(source, five_bit)
+  with pytest.raises(ValueError, match='pass --candidates_num_bits=5'):
+    _scoring.check_matches(source, five_bit, 'candidates_')
   source.num_levels = 32
   eight_bit = types.SimpleNamespace(image_shape=(4, 4, 1), num_levels=256)
   with pytest.raises(ValueError, match='drop --num_bits'):
