@@ -189,9 +189,18 @@ def _training_summary(workdir):
   last = {}
   for record in records:
     last.update({k: v for k, v in record.items() if v is not None})
+  dataset = configs['data']['dataset']
+  perturbation = None
+  if dataset.startswith('npz:') and os.path.isfile(dataset[4:]):
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    with np.load(dataset[4:]) as f:
+      if 'mutation_rate' in f.files:
+        perturbation = [float(f['mutation_rate']), int(f['copies'])]
+    dataset = 'npz:' + os.path.basename(dataset[4:])
   return {
       'workdir': os.path.abspath(workdir),
-      'dataset': configs['data']['dataset'],
+      'dataset': dataset,
+      'perturbation': perturbation,
       'classes': configs['data']['classes'],
       'steps': last.get('step'),
       'cpu_seconds': last.get('cpu_seconds'),
@@ -312,7 +321,8 @@ def write_perturbed(workdir, out, rate, copies, seed):
   buffer = io.BytesIO()
   np.savez(buffer, images=images,
            test_images=perturb_pixels(held, rate, ds.num_levels, rng),
-           num_levels=np.int64(ds.num_levels))
+           num_levels=np.int64(ds.num_levels),
+           mutation_rate=np.float64(rate), copies=np.int64(copies))
   figures.atomic_write_bytes(out, buffer.getvalue())
   print(f'Wrote {len(images)} perturbed training images ({copies} x '
         f'{len(train)}, rate {rate}) of {ds.name} to {out}; train the '
@@ -342,6 +352,7 @@ def _figure(result, path):
               result['histograms'].items()}
     everything = np.concatenate(list(values.values()))
     low, high = np.quantile(everything, [0.002, 0.998])
+    high = max(high, low + 1e-6)
     edges = np.linspace(low, high, 60)
     for i, (name, v) in enumerate(values.items()):
       ax.hist(np.clip(v, low, high), bins=edges, density=True,
@@ -356,6 +367,20 @@ def _figure(result, path):
   fig.savefig(buffer, format='png')
   plt.close(fig)
   figures.atomic_write_bytes(path, buffer.getvalue())
+
+
+def _cpu_flags_line():
+  """The bf16 / AMX flags of /proc/cpuinfo (what matmul speed rests on)."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      flags = set(next((l.split(':', 1)[1] for l in f if l.startswith('flags')),
+                       '').split())
+  except OSError:
+    return '* CPU flags: unknown (no /proc/cpuinfo).'
+  found = sorted(f for f in flags if 'bf16' in f or f.startswith('amx'))
+  amx = any(f.startswith('amx') for f in found)
+  return (f'* CPU flags: {", ".join(found) or "no bf16"}'
+          f'{"" if amx else "; no AMX"} (/proc/cpuinfo).')
 
 
 def _auroc(set_result, key):
@@ -374,6 +399,12 @@ def _model_line(summary, what):
   if summary is None:
     return f'* {what}: none (likelihood-ratio column empty).'
   parts = [f'dataset `{summary["dataset"]}`']
+  if summary.get('perturbation'):
+    rate, copies = summary['perturbation']
+    parts[0] += (f' (`bench/ood.py --write_perturbed`: the model\'s training '
+                 f'split, {copies} draw{"s" if copies > 1 else ""} with each '
+                 f'pixel replaced by a uniform level with probability μ = '
+                 f'{rate:g})')
   if summary['classes']:
     parts.append(f'classes {",".join(map(str, summary["classes"]))}')
   if summary['steps'] is not None:
@@ -388,7 +419,7 @@ def _model_line(summary, what):
   return f'* {what}: ' + ', '.join(parts) + '.'
 
 
-def _experiment_markdown(key, title, result, doc_path):
+def _experiment_markdown(title, result, doc_path, figures_dir):
   bound = ('single-sample bound' if result['num_samples'] == 1 else
            f'importance-weighted bound, k = {result["num_samples"]}')
   shape = '×'.join(map(str, result['image_shape']))
@@ -412,10 +443,12 @@ def _experiment_markdown(key, title, result, doc_path):
                 [_cell(_auroc(s, k)) for k, _ in SCORES])
   lines.append(_common.markdown_table(headers, rows))
   if result.get('figure'):
+    figure = os.path.join(figures_dir, result['figure'])
     lines += ['', f'![{title}: score histograms]'
-              f'({_common.relative_to_doc(result["figure"], doc_path)})']
+              f'({_common.relative_to_doc(figure, doc_path)})']
   env = result['env']
   lines += [''] + _common.environment_lines(env, result['command']) + [
+      result.get('cpu_flags', _cpu_flags_line()),
       f'* Scoring time: {result["seconds"]:.0f} s (worker, including '
       'TensorFlow start-up and the typicality reference).']
   return lines
@@ -451,10 +484,10 @@ def _targets(results):
                       else s['name'])
     rows.append([f'{title}: S or LLR ≥ 0.9 on every set',
                  '**met**' if not misses else 'not met: ' + '; '.join(misses)])
-  return _common.markdown_table(['target', 'result'], rows)
+  return _common.markdown_table(['target', 'result'], rows, align=['l', 'l'])
 
 
-def report(results, doc_path):
+def report(results, doc_path, figures_dir):
   md = [
       '## Out-of-distribution detection', '',
       'Per-image AUROC of telling each OOD set (positives) from the model\'s '
@@ -469,9 +502,36 @@ def report(results, doc_path):
       '−LLR/(D ln 2) (Ren et al. 2019). *mean bpd* / *PNG bpd*: the set\'s '
       'mean bound and PNG length per dimension. AUPR for every cell is in '
       '`ood_results.json`.', '']
+  md += [
+      'Background models are trained with the model\'s own flag file on '
+      '`bench/ood.py --write_perturbed=RUN --out=FILE.npz` (the run\'s '
+      'training split with every pixel replaced by a uniform random level '
+      'with probability μ; Ren et al. use μ ∈ [0.1, 0.3]) through '
+      '`bin/train --dataset=npz:FILE`, because the trainer has no '
+      'perturbation option. The bench fixes μ = 0.2 in advance rather than '
+      'tuning it on the OOD sets.', '']
   for key, title, _, _, _ in EXPERIMENTS:
     if key in results:
-      md += _experiment_markdown(key, title, results[key], doc_path) + ['']
+      md += _experiment_markdown(title, results[key], doc_path,
+                                 figures_dir) + ['']
+  if 'fashion_mnist' not in results:
+    md += [
+        '### Fashion-MNIST (not run yet)', '',
+        'Needs trained models; with a Fashion-MNIST run in `FMNIST_RUN`:', '',
+        '```sh',
+        'bin/train --flagfile=configs/fashion_mnist_flowpp.flags '
+        '--classes=0,1,2,3,4,5,6,7,8 --workdir=HELDOUT_RUN',
+        'python bench/ood.py --write_perturbed=FMNIST_RUN '
+        '--out=fmnist_perturbed.npz --mutation_rate=0.2',
+        'bin/train --flagfile=configs/fashion_mnist_flowpp.flags '
+        '--dataset=npz:fmnist_perturbed.npz --workdir=BACKGROUND_RUN',
+        'python bench/ood.py --workdir=FMNIST_RUN '
+        '--background_workdir=BACKGROUND_RUN --heldout_workdir=HELDOUT_RUN',
+        '```', '',
+        '(Train the background with the same flags as FMNIST_RUN; '
+        '`--heldout_background_workdir` takes a background of HELDOUT_RUN. '
+        'Scoring reads 2,000 test images, each OOD set at the same size and '
+        '2 × 2,000 reference images.)', '']
   md += ['### Targets', '', _targets(results)]
   return '\n'.join(md)
 
@@ -577,20 +637,22 @@ def main(argv):
     print(f'scoring {title} ({spec["workdir"]}) ...', flush=True)
     result = _common.run_worker(SCRIPT, spec, timeout=6 * 3600)
     result['env'] = env
+    result['cpu_flags'] = _cpu_flags_line()
     command = _common.reproduce_command('ood.py', argv, local)
     result['command'] = command + f' --{flag}=RUN' + (
         f' --{background_flag}=BACKGROUND_RUN'
         if spec['background_workdir'] else '')
     figure = os.path.join(figures_dir, f'ood_{key}.png')
     _figure(result, figure)
-    result['figure'] = figure
+    del result['histograms']  # Only for the figure; keeps the JSON small.
+    result['figure'] = os.path.basename(figure)
     results[key] = result
   with open(results_path + '.tmp', 'w') as f:
     json.dump(results, f, indent=1)
   os.replace(results_path + '.tmp', results_path)
   print(text_report(results))
   if doc:
-    _common.update_doc_section('ood', report(results, doc), doc)
+    _common.update_doc_section('ood', report(results, doc, figures_dir), doc)
     print(f'wrote the ood section of {doc}')
   return 0
 

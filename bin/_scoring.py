@@ -10,8 +10,8 @@ import itertools
 import math
 import time
 
-import numpy as np
 from absl import flags
+import numpy as np
 
 SPLITS = ('train', 'validation', 'test', 'all')
 FLAGS = flags.FLAGS
@@ -42,24 +42,19 @@ def define_source_flags(dataset_flag, prefix, what):
 
 
 def define_scoring_flags(num_samples_default):
-  """Flags of the `ScoringConfig` and the typicality reference."""
-  flags.DEFINE_integer(
-      'num_samples', num_samples_default,
-      'Importance samples k of the importance-weighted bound (column '
-      'bpd_iw; the paper uses 4096); 1 skips that pass.', lower_bound=1)
-  flags.DEFINE_enum(
-      'score_bound', 'single', ['single', 'importance_weighted'],
-      'Bound the OOD scores are computed from: single (column bpd) or '
-      'importance_weighted (k = --num_samples, column bpd_iw).')
-  flags.DEFINE_integer(
-      'batch_size', 256, 'Images per model call (the last batch is padded).',
-      lower_bound=1)
-  flags.DEFINE_integer('seed', 0, 'Seed of the dequantization noise.',
-                       lower_bound=0)
-  flags.DEFINE_list(
-      'codecs', ['png', 'webp'],
-      'Lossless codecs for the input-complexity score: png, webp (empty: '
-      'none).')
+  """Flags of the `ScoringConfig` (its help texts) and of the reference."""
+  from tfp_flowpp.scoring import config as config_lib  # pylint: disable=g-import-not-at-top
+  help_texts = {f.name: f.metadata['help']
+                for f in dataclasses.fields(config_lib.ScoringConfig)}
+  flags.DEFINE_integer('num_samples', num_samples_default,
+                       help_texts['num_samples'], lower_bound=1)
+  flags.DEFINE_enum('score_bound', 'single', list(config_lib.BOUNDS),
+                    help_texts['score_bound'])
+  flags.DEFINE_integer('batch_size', 256, help_texts['batch_size'],
+                       lower_bound=1)
+  flags.DEFINE_integer('seed', 0, help_texts['seed'], lower_bound=0)
+  flags.DEFINE_list('codecs', list(config_lib.CODECS),
+                    help_texts['codecs'] + ' Comma-separated; empty: none.')
   flags.DEFINE_integer(
       'max_images', 0, 'Score only the first N images of each set (0 = all).',
       lower_bound=0)
