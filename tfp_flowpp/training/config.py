@@ -47,6 +47,12 @@ class TrainConfig:
   ema_decay: float = _field(
       0.999, 'Polyak/EMA decay of the weights used for evaluation, sampling '
       'and export (0 disables).')
+  ema_warmup: bool = _field(
+      True, 'Warm the EMA decay up as min(ema_decay, (1 + t) / (10 + t)) '
+      'after t updates (tf.train.ExponentialMovingAverage num_updates), so '
+      'the averaged weights of a short run are not mostly the '
+      'initialisation; --noema_warmup keeps the constant decay of the '
+      'official code.')
   eval_every: int = _field(
       1000, 'Evaluate (validation bpd, samples, curves) every N steps and at '
       'the end.')

@@ -5,7 +5,8 @@
 `WarmupDecaySchedule`: linear warmup, then constant / exponential / cosine.
 The schedule is a `tf_keras` `LearningRateSchedule`, so the optimizer
 evaluates it on its own iteration counter (checkpointed with the optimizer)
-and it serialises.
+and it serialises. `WarmupEmaAdam` warms the EMA decay up, so the averaged
+weights of a short run are not dominated by the initialisation.
 """
 
 import math
@@ -13,7 +14,7 @@ import math
 import tensorflow as tf
 import tf_keras
 
-__all__ = ['WarmupDecaySchedule', 'from_config', 'make_optimizer']
+__all__ = ['WarmupDecaySchedule', 'WarmupEmaAdam', 'from_config', 'make_optimizer']
 
 
 class WarmupDecaySchedule(tf_keras.optimizers.schedules.LearningRateSchedule):
@@ -84,13 +85,49 @@ def from_config(train_config):
       min_learning_rate=train_config.min_learning_rate)
 
 
+class WarmupEmaAdam(tf_keras.optimizers.Adam):
+  """Adam whose EMA decay warms up: ``min(decay, (1 + t) / (10 + t))``.
+
+  ``tf_keras`` keeps the Polyak average with a constant momentum, so after t
+  updates a fraction ``decay^t`` of it is still the initial weights: 37% at
+  t = 1,000 and 5% at t = 3,000 for the configs' 0.999. Evaluating that
+  average in a short run measures the initialisation, not the model (our
+  Fashion-MNIST reference run: validation 5.26 bits/dim with the EMA
+  against 3.46 with the raw weights at step 1,000). With the warm-up of
+  `tf.train.ExponentialMovingAverage`'s ``num_updates`` (t = updates so
+  far), the averaging window grows with the run and reaches
+  ``1 / (1 - decay)`` steps after ``(10 decay - 1) / (1 - decay)`` updates
+  (8,990 for 0.999); from there on it is the plain EMA.
+  """
+
+  def __init__(self, *args, ema_warmup=True, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.ema_warmup = bool(ema_warmup)
+
+  def _update_model_variables_moving_average(self, var_list):
+    # tf_keras calls this hook after the variables are updated and before
+    # `iterations` is incremented; its update reads `self.ema_momentum` when
+    # it is traced, so a tensor here makes the decay step-dependent.
+    if not (self.use_ema and self.ema_warmup):
+      return super()._update_model_variables_moving_average(var_list)
+    decay = self.ema_momentum
+    t = tf.cast(self.iterations, tf.float32)
+    self.ema_momentum = tf.minimum(tf.constant(decay, tf.float32),
+                                   (1. + t) / (10. + t))
+    try:
+      return super()._update_model_variables_moving_average(var_list)
+    finally:
+      self.ema_momentum = decay
+
+
 def make_optimizer(train_config):
   """Adam with warmup schedule, global-norm clipping and EMA weights."""
-  return tf_keras.optimizers.Adam(
+  return WarmupEmaAdam(
       learning_rate=from_config(train_config),
       beta_1=train_config.adam_beta1,
       beta_2=train_config.adam_beta2,
       epsilon=train_config.adam_epsilon,
       global_clipnorm=train_config.grad_clip_norm or None,
       use_ema=train_config.ema_decay > 0,
-      ema_momentum=train_config.ema_decay or 0.99)
+      ema_momentum=train_config.ema_decay or 0.99,
+      ema_warmup=train_config.ema_warmup)
