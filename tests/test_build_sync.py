@@ -17,6 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Top-level import name -> PyPI distribution (rules_python `requirement`).
 _THIRD_PARTY = {
     'absl': 'absl-py',
+    'constriction': 'constriction',
     'matplotlib': 'matplotlib',
     'numpy': 'numpy',
     'PIL': 'pillow',
