@@ -292,6 +292,9 @@ def report(results, command, env, args):
       f'seed 0) and the importance-weighted bound with k = {args.iw_samples}, '
       'float32 EMA weights, on the same images; "bound at coded u" is the '
       'single-sample bound at the noise the file actually carries.')
+  md.append('* Models: digits = `bin/train --flagfile=configs/quickstart.flags` '
+            '(600 steps, ~3 min on 2 cores); Fashion-MNIST = '
+            '`configs/fashion_mnist_flowpp.flags` (the reference run).')
   md.append('* Classical codecs on the raw uint8 pixel levels: PNG (Pillow, '
             '`optimize=True`, 8-bit grayscale), WebP lossless (Pillow, '
             '`lossless=True, quality=100, method=6`), lzma (preset 9 | '
@@ -390,6 +393,12 @@ def report(results, command, env, args):
                 f"{best_classical:.4f}, bit-exact {d['bit_exact_images']}/"
                 f"{d['num_images']}, {c['images_per_second']:.1f} / "
                 f"{d['images_per_second']:.1f} img/s")
+  if not any('Fashion' in r['label'] for r in results['datasets']):
+    md += ['', '### Fashion-MNIST', '',
+           'Not measured in this run. The script rewrites this whole section, '
+           'so measure both data sets at once: `python bench/compression.py '
+           '--digits_workdir=RUN --fashion_workdir=/work/runs/fmnist_ref` '
+           '(first 1,000 test images; `--fashion_images=0` for all 10,000).']
   md += ['', '### Targets', '',
          _common.markdown_table(['target', 'measured', 'verdict'], verdicts)]
   return '\n'.join(text), '\n'.join(md)
