@@ -3,8 +3,8 @@
 * machine / software description and the load check for final runs;
 * reading ``configs/NAME.flags`` through the bin/ tools' flag definitions;
 * TFP's own `tfb.Glow` wrapped as a `DiscreteImageFlow` (same logit
-  preprocessing, uniform dequantization and bits/dim as our models) and a
-  parameter-count matcher for it;
+  preprocessing, uniform dequantization and bits/dim as our models), as a
+  `Trainer` ``model_fn``, and a parameter-count matcher for it;
 * one-process-per-measurement workers that report a JSON line;
 * markdown tables and independent, marker-delimited sections of
   ``docs/benchmarks.md``.
@@ -195,7 +195,7 @@ def flag_values(config_name, overrides=()):
   values = flags.FlagValues()
   flowpp_flags.define_config_flags(values)
   path = os.path.join(ROOT, 'configs', f'{config_name}.flags')
-  values(['bench', f'--flagfile={path}', *overrides])
+  flowpp_flags.parse_flags(['bench', f'--flagfile={path}', *overrides], values)
   return values
 
 
@@ -272,48 +272,6 @@ def match_tfb_glow(target, image_shape, num_blocks, steps):
   return best
 
 
-def _int32_expand_class():
-  """`tfb.Glow`'s ``Expand`` with int32 event shapes.
-
-  TFP 0.25's ``Expand`` derives its reshape shapes with
-  ``prefer_static.split`` of a Python list, which yields int64 NumPy values;
-  with a batch dimension unknown at trace time (e.g. the evaluator's
-  ``reduce_retracing`` function) ``tfb.Reshape`` then concatenates an int32
-  batch shape with int64 event shapes and fails. This is the same
-  space-to-depth (same three bijectors, same permutation) with int32 shapes.
-  """
-  from tensorflow_probability.python.bijectors import chain  # pylint: disable=g-import-not-at-top
-  from tensorflow_probability.python.bijectors import composition  # pylint: disable=g-import-not-at-top
-  from tensorflow_probability.python.bijectors import glow as glow_lib  # pylint: disable=g-import-not-at-top
-  from tensorflow_probability.python.bijectors import reshape  # pylint: disable=g-import-not-at-top
-  from tensorflow_probability.python.bijectors import transpose  # pylint: disable=g-import-not-at-top
-
-  class Expand(glow_lib.Expand):
-
-    def __init__(self, input_shape, block_size=2, validate_args=False,
-                 name=None):
-      parameters = dict(locals())
-      self._block_size = block_size
-      h, w, c = (int(d) for d in input_shape)
-      n = int(block_size)
-      b = [
-          reshape.Reshape(
-              event_shape_out=[h * n, w * n, c // n**2],
-              event_shape_in=[h, n, w, n, c // n**2]),
-          transpose.Transpose(perm=[0, 3, 1, 4, 2]),
-          reshape.Reshape(
-              event_shape_in=[h, w, c],
-              event_shape_out=[h, w, c // n**2, n, n]),
-      ]
-      composition.Composition.__init__(  # pylint: disable=non-parent-init-called
-          self,
-          bijectors=chain.Chain(b, validate_args=validate_args),
-          name=name or 'Expand',
-          parameters=parameters)
-
-  return Expand
-
-
 def build_tfb_glow_model(image_shape,
                          num_levels,
                          num_blocks,
@@ -327,6 +285,11 @@ def build_tfb_glow_model(image_shape,
   data → `LogitPreprocess` → ``tfb.Invert(tfb.Glow)`` (TFP's Glow maps a flat
   latent to the image) → reshape to the image-shaped N(0, I) prior; uniform
   dequantization. Bits/dim are therefore computed exactly as for our models.
+
+  TFP 0.25's ``tfb.Glow`` needs the batch size known when a function is
+  traced (its ``Expand`` mixes int64 event shapes with the int32 batch
+  shape); every function of the library's `Trainer` and `BpdEvaluator` is
+  traced with a static batch size, and so are the bench's.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_probability as tfp  # pylint: disable=g-import-not-at-top
@@ -339,20 +302,14 @@ def build_tfb_glow_model(image_shape,
   network_class = (
       _counting_glow_network_class() if count_calls else tfb.GlowDefaultNetwork)
   tf.random.set_seed(seed)
-  from tensorflow_probability.python.bijectors import glow as glow_lib  # pylint: disable=g-import-not-at-top
-  original_expand = glow_lib.Expand
-  glow_lib.Expand = _int32_expand_class()
-  try:
-    glow = tfb.Glow(
-        output_shape=image_shape,
-        num_glow_blocks=num_blocks,
-        num_steps_per_block=steps,
-        coupling_bijector_fn=lambda shape: network_class(
-            shape, num_hidden=hidden),
-        exit_bijector_fn=tfb.GlowDefaultExitNetwork,
-        seed=seed)
-  finally:
-    glow_lib.Expand = original_expand
+  glow = tfb.Glow(
+      output_shape=image_shape,
+      num_glow_blocks=num_blocks,
+      num_steps_per_block=steps,
+      coupling_bijector_fn=lambda shape: network_class(
+          shape, num_hidden=hidden),
+      exit_bijector_fn=tfb.GlowDefaultExitNetwork,
+      seed=seed)
   flow = tfb.Chain([
       tfb.Reshape(event_shape_out=image_shape, event_shape_in=[size]),
       tfb.Invert(glow),
@@ -364,35 +321,20 @@ def build_tfb_glow_model(image_shape,
       num_levels)
 
 
-def tfb_glow_trainer_class():
-  """A `Trainer` whose model is `build_tfb_glow_model(**cls.glow_spec)`.
+def tfb_glow_model_fn(glow_spec):
+  """``Trainer(model_fn=...)`` building `build_tfb_glow_model(**glow_spec)`.
 
-  Everything else — optimizer, train step, EMA evaluation, checkpoints,
-  metrics, CPU budget — is the library's `Trainer`, unchanged: only the
-  builder it calls is swapped while it builds.
+  The library's `Trainer` then does everything else — optimizer, train step,
+  EMA evaluation, checkpoints, metrics, CPU budget — exactly as for our
+  models; the model config only supplies the image shape and levels.
   """
-  from tfp_flowpp import model_builder  # pylint: disable=g-import-not-at-top
-  from tfp_flowpp.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+  spec = dict(glow_spec)
 
-  class TfbGlowTrainer(trainer_lib.Trainer):
-    glow_spec = {}
+  def model_fn(model_config):
+    return build_tfb_glow_model(model_config.image_shape,
+                                model_config.num_levels, **spec)
 
-    def _build(self):
-      original = model_builder.build_model
-      spec = dict(self.glow_spec)
-
-      def build(config, validate_args=False):
-        del validate_args
-        return build_tfb_glow_model(config.image_shape, config.num_levels,
-                                    **spec)
-
-      model_builder.build_model = build
-      try:
-        super()._build()
-      finally:
-        model_builder.build_model = original
-
-  return TfbGlowTrainer
+  return model_fn
 
 
 # Networks of our couplings ----------------------------------------------------------
@@ -401,13 +343,13 @@ def tfb_glow_trainer_class():
 def count_coupling_network_calls(model, fn):
   """(main couplings, dequantizer couplings, network calls made by ``fn()``).
 
-  `tfp_flowpp.bijectors.counting_network_calls`, the instrument
+  `tfp_flowpp.testing.counting_network_calls`, the instrument
   tests/test_network_calls.py uses: call counts are Python calls, i.e. per
   trace when ``fn`` traces a `tf.function` — the number of network
   evaluations in the graph.
   """
-  from tfp_flowpp import bijectors as fb  # pylint: disable=g-import-not-at-top
-  with fb.counting_network_calls(model.bijector, model.dequantizer) as (
+  from tfp_flowpp import testing  # pylint: disable=g-import-not-at-top
+  with testing.counting_network_calls(model.bijector, model.dequantizer) as (
       (main, dequantizer), calls):
     fn()
   return len(main), len(dequantizer), len(calls)

@@ -19,9 +19,9 @@ single-sample bound on the whole test split.
 `tfb.Glow` (TFP's own) is matched in parameters to the Flow++ config and
 wrapped as the flow of a `DiscreteImageFlow` with our `LogitPreprocess` and
 uniform dequantization (see `_common.build_tfb_glow_model`), so its bits/dim
-come from the same code; it is trained by the same `Trainer` (only the model
-builder is swapped) with ``configs/fashion_mnist_glow.flags``' optimizer
-settings, which equal Flow++'s.
+come from the same code; it is trained by the same `Trainer` (given the
+model through ``model_fn``) with ``configs/fashion_mnist_glow.flags``'
+optimizer settings, which equal Flow++'s.
 """
 
 import json
@@ -63,9 +63,7 @@ QUICK_OVERRIDES = ('--filters=8', '--blocks=1', '--components=2',
 def worker_main(spec):
   from tfp_flowpp import data as data_lib  # pylint: disable=g-import-not-at-top
   from tfp_flowpp import model_builder  # pylint: disable=g-import-not-at-top
-  from tfp_flowpp.training import checkpoints  # pylint: disable=g-import-not-at-top
-  from tfp_flowpp.training import evaluation  # pylint: disable=g-import-not-at-top
-  from tfp_flowpp.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+  from tfp_flowpp import training  # pylint: disable=g-import-not-at-top
   results = []
   dataset = None
   for job in spec['jobs']:
@@ -76,20 +74,19 @@ def worker_main(spec):
         job['config'], overrides=overrides)
     if dataset is None:
       dataset = data_lib.load_dataset(data_config)
+    model_fn = None
     if job['kind'] == 'tfb_glow':
-      cls = _common.tfb_glow_trainer_class()
-      cls.glow_spec = dict(job['glow'])
-    else:
-      cls = trainer_lib.Trainer
+      model_fn = _common.tfb_glow_model_fn(job['glow'])
     workdir = job['workdir']
     shutil.rmtree(workdir, ignore_errors=True)
     started = time.time()
-    trainer = cls(model_config, data_config, train_config, workdir,
-                  dataset=dataset, stream=sys.stderr)
+    trainer = training.Trainer(model_config, data_config, train_config,
+                               workdir, dataset=dataset, stream=sys.stderr,
+                               model_fn=model_fn)
     final = trainer.run()
     train_wall = time.time() - started
-    evaluator = evaluation.BpdEvaluator(trainer.model, seed=4242)
-    with checkpoints.ema_weights(trainer.model, trainer.optimizer):
+    evaluator = training.BpdEvaluator(trainer.model, seed=4242)
+    with training.ema_weights(trainer.model, trainer.optimizer):
       iw = evaluator.evaluate(
           dataset.eval_batches('test', spec['iw_batch']),
           num_samples=spec['iw_samples'], max_images=spec['test_images'])
@@ -343,10 +340,10 @@ def report(results, command, args, figure_paths, doc_path):
       f"{results['glow']['target']:,}; it is the flow of a "
       '`DiscreteImageFlow` with our `LogitPreprocess` and uniform '
       'dequantization, so its bound is computed by the same code, and it is '
-      'trained by the same `Trainer` (only the model builder swapped) with '
-      "`fashion_mnist_glow.flags`' optimizer settings (Adam 1e-3, batch 64, "
-      "clip 1 — the same as Flow++'s). For all models the bench overrides "
-      f'the warmup to {args.warmup_steps} steps and the EMA decay to '
+      'trained by the same `Trainer` (given the model through `model_fn`) '
+      "with `fashion_mnist_glow.flags`' optimizer settings (Adam 1e-3, "
+      "batch 64, clip 1 — the same as Flow++'s). For all models the bench "
+      f'overrides the warmup to {args.warmup_steps} steps and the EMA decay to '
       f'{args.ema_decay} (the configs\' 200 / 0.999 are meant for 20k-step '
       'runs; in a budget of a few hundred steps they would leave the slower '
       'models scored mostly on their initial weights). The '

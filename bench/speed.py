@@ -51,15 +51,6 @@ QUICK_MODELS = (('tiny (4×4 digits)', 'tiny', (4, 4, 1), 17, 32, 2, 2),)
 # Worker side ------------------------------------------------------------------------
 
 
-class _FakeDataset:
-  """What `Trainer.__init__` reads from a dataset (no data is loaded)."""
-
-  def __init__(self, image_shape, num_levels):
-    self.image_shape = tuple(image_shape)
-    self.num_levels = int(num_levels)
-    self.name = 'random'
-
-
 def _images(spec, batch=None, seed=1):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   batch = batch or spec['batch']
@@ -170,15 +161,6 @@ def _worker_log_prob(spec, result):
       lambda: flow_log_prob(y).numpy(), min_seconds=spec['min_seconds'] / 2)
   out['flops'] = _graph_flops(
       log_prob.get_concrete_function(x, tf.constant([0, 0])))
-  # The evaluation path: batch size unknown at trace time (as in
-  # `BpdEvaluator`, whose tf.function relaxes shapes).
-  spec_x = tf.TensorSpec([None] + list(x.shape[1:]), x.dtype)
-  dynamic = tf.function(lambda x, seed: model.log_prob(x, seed=seed),
-                        input_signature=[spec_x, tf.TensorSpec([2], tf.int32)])
-  dynamic(x, tf.constant([0, 0])).numpy()
-  out['dynamic_timing'] = _common.time_calls(
-      lambda: dynamic(x, tf.constant([1, next(seeds)])).numpy(),
-      min_seconds=spec['min_seconds'] / 2)
 
   def log_prob_fixed_seed(x):
     return model.log_prob(x, seed=[3, 4])
@@ -223,29 +205,43 @@ def _worker_sample(spec, result):
         spec['profile_calls'], tempfile.mkdtemp(prefix='bench_prof_'))
 
 
+def _random_dataset(spec):
+  """`data.from_arrays` of random images: a train split of one batch."""
+  from tfp_flowpp import data as data_lib  # pylint: disable=g-import-not-at-top
+  batch = spec['batch']
+  images = _images(spec, batch=batch + 1, seed=2).numpy().astype('uint8')
+  config = data_lib.DataConfig(validation_size=0, test_size=1)
+  return data_lib.from_arrays(images, num_levels=spec['num_levels'],
+                              name='random', config=config)
+
+
 def _worker_train(spec, result):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfp_flowpp.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
-  model_config, data_config, train_config = _common.configs(
+  from tfp_flowpp import training  # pylint: disable=g-import-not-at-top
+  model_config, _, train_config = _common.configs(
       spec['config'], spec['image_shape'], spec['num_levels'],
       spec.get('overrides', ()))
-  train_config = dataclasses.replace(train_config, batch_size=spec['batch'])
+  train_config = dataclasses.replace(
+      train_config, batch_size=spec['batch'], init_batch_size=spec['batch'])
   workdir = tempfile.mkdtemp(prefix='bench_train_')
+  model_fn = None
   if spec['kind'] == 'tfb_glow':
-    cls = _common.tfb_glow_trainer_class()
     g = spec['glow']
-    cls.glow_spec = dict(num_blocks=g['num_blocks'], steps=g['steps'],
-                         hidden=g['hidden'])
-  else:
-    cls = trainer_lib.Trainer
-  trainer = cls(model_config, data_config, train_config, workdir,
-                dataset=_FakeDataset(spec['image_shape'], spec['num_levels']))
+    model_fn = _common.tfb_glow_model_fn(
+        dict(num_blocks=g['num_blocks'], steps=g['steps'], hidden=g['hidden']))
+  dataset = _random_dataset(spec)
+  trainer = training.Trainer(model_config, dataset.config, train_config,
+                             workdir, dataset=dataset, model_fn=model_fn)
+  # Initialised by hand (as in the other workers) rather than by
+  # `trainer.restore_or_initialize()`, which would also write config.json and
+  # a step-0 checkpoint.
   x = tf.cast(_images(spec), tf.uint8)
   trainer.model.initialize(x, seed=[1, 2])
-  trainer.optimizer.build(trainer.variables)
+  trainer.optimizer.build(trainer.model.trainable_variables)
   result['parameters'] = _count(trainer.model)
-  out = result['train'] = {'variables': len(trainer.variables)}
-  train_step = trainer._make_train_step()  # pylint: disable=protected-access
+  out = result['train'] = {
+      'variables': len(trainer.model.trainable_variables)}
+  train_step = trainer.train_step
   steps = iter(range(10**6))
   t = time.perf_counter()
   train_step(x, tf.constant(next(steps), tf.int64))[0].numpy()
@@ -327,6 +323,7 @@ def _mixture_inverse(spec):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_probability as tfp  # pylint: disable=g-import-not-at-top
   from tfp_flowpp.bijectors import mixture_cdf  # pylint: disable=g-import-not-at-top
+  import _mixture_bisection  # pylint: disable=g-import-not-at-top
   result = {'dtype': spec['dtype'], 'shape': spec['shape'], 'k': spec['k']}
   dtype = tf.as_dtype(spec['dtype'])
   x_true, target, log_weights, means, log_scales = _mixture_problem(
@@ -335,9 +332,10 @@ def _mixture_inverse(spec):
   result['finite_targets'] = float(tf.reduce_mean(tf.cast(finite, tf.float32)))
   methods = {
       'chandrupatla': mixture_cdf.invert_mixture_logistic_logit_cdf,
-      'bisection': mixture_cdf.bisection_invert_mixture_logistic_logit_cdf,
+      'bisection':
+          _mixture_bisection.bisection_invert_mixture_logistic_logit_cdf,
       'bisection_200': functools.partial(
-          mixture_cdf.bisection_invert_mixture_logistic_logit_cdf,
+          _mixture_bisection.bisection_invert_mixture_logistic_logit_cdf,
           tolerance=-1.),
   }
   for name, method in methods.items():
@@ -392,9 +390,6 @@ def worker_main(spec):
   result = {'spec': spec, 'rss_after_import_mib': None}
   import tensorflow as tf  # pylint: disable=g-import-not-at-top,unused-import
   result['rss_after_import_mib'] = _common.current_rss_mib()
-  if spec.get('attention_chunk_bytes'):
-    from tfp_flowpp.networks import blocks  # pylint: disable=g-import-not-at-top
-    blocks.ATTENTION_CHUNK_BYTES = int(spec['attention_chunk_bytes'])
   for phase in spec['phases']:
     WORKERS[phase](spec, result)
   result['peak_rss_mib'] = _common.peak_rss_mib()

@@ -1,4 +1,4 @@
-"""Shared plumbing of the bin/ inference tools (not a flag module)."""
+"""Shared plumbing of the bin/ tools (not a flag module)."""
 
 import os
 import sys
@@ -15,7 +15,12 @@ import flowpp_flags  # pylint: disable=g-bad-import-order
 
 
 def run(main, name):
-  """absl ``app.run`` with one-line errors for bad flags and bad input."""
+  """absl ``app.run`` with one-line errors for bad flags and bad input.
+
+  ``main()`` runs after flag parsing. Exit codes: 0 on success, 1 with one
+  ``NAME: error: ...`` line on stderr for bad input, 2 for bad flags (see
+  `flowpp_flags.parse_flags_or_exit`), 130 on Ctrl-C.
+  """
 
   def wrapped(argv):
     if len(argv) > 1:
@@ -31,6 +36,8 @@ def run(main, name):
       message = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
       print(f'{name}: error: {message}', file=sys.stderr)
       return 1
+    except KeyboardInterrupt:
+      return 130
 
   app.run(wrapped, flags_parser=flowpp_flags.flags_parser)
 

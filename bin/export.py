@@ -7,7 +7,7 @@ serving_default (= log_prob), importance_weighted_log_prob, sample, encode and
 decode. VERSION defaults to the next free integer; an existing version is
 never overwritten, and a failed export leaves no directory behind. Serve it
 with ``tensorflow_model_server --model_base_path=EXPORT_DIR``; see
-the README's Serving section.
+docs/serving.md.
 """
 
 import os

@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 
@@ -115,25 +117,49 @@ def test_helpfull_explains_every_config_flag():
   assert '--workdir' in text and 'resumes' in text
 
 
-@pytest.mark.parametrize('args, message', [
-    (['--flagfile=/nonexistent/x.flags'], 'flagfile'),
-    ([f'--flagfile={TINY}', '--no_such_flag=1'], 'no_such_flag'),
-    ([f'--flagfile={TINY}', '--coupling=spline'], 'coupling'),
-    ([f'--flagfile={TINY}', '--dataset=not_a_dataset'], 'not_a_dataset'),
+@pytest.mark.parametrize('args, message, code', [
+    (['--flagfile=/nonexistent/x.flags'], 'flagfile', 2),
+    ([f'--flagfile={TINY}', '--no_such_flag=1'], 'no_such_flag', 2),
+    ([f'--flagfile={TINY}', '--coupling=spline'], 'coupling', 2),
+    ([f'--flagfile={TINY}', '--dataset=not_a_dataset'], 'not_a_dataset', 1),
     ([f'--flagfile={TINY}', '--dataset=folder:/nonexistent/images'
-     ], '/nonexistent/images'),
-    ([f'--flagfile={TINY}', '--batch_size=0'], 'batch_size'),
-    ([f'--flagfile={TINY}', '--flow=stripe:2 bogus'], 'bogus'),
+     ], '/nonexistent/images', 1),
+    ([f'--flagfile={TINY}', '--batch_size=0'], 'batch_size', 1),
+    ([f'--flagfile={TINY}', '--batch_size=5000'], 'larger than', 1),
+    ([f'--flagfile={TINY}', '--flow=stripe:2 bogus'], 'bogus', 1),
 ])
 def test_bad_input_gives_one_line_error_and_writes_nothing(
-    tmp_path, args, message):
+    tmp_path, args, message, code):
   workdir = str(tmp_path / 'run')
   result = run('train', *args, f'--workdir={workdir}')
-  assert result.returncode != 0
+  assert result.returncode == code, result.stderr[-2000:]
   ours = error_lines(result)
   assert len(ours) == 1, result.stderr[-2000:]
-  assert message in ours[0]
+  assert ours[0].startswith('train: error: ') and message in ours[0]
   assert not os.path.exists(workdir)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
+  workdir = str(tmp_path / 'run')
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3')
+  env.pop('TF_CONFIG', None)
+  process = subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, 'bin', 'train'), f'--flagfile={TINY}',
+       f'--workdir={workdir}', '--train_steps=100000', '--log_every=1',
+       '--eval_every=100000', '--checkpoint_every=100000'],
+      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  for line in process.stdout:
+    if line.startswith('step 3/'):
+      break
+  process.send_signal(signal.SIGINT)
+  out, err = process.communicate(timeout=300)
+  assert process.returncode == 130, err[-2000:]
+  interrupted = re.search(r'Interrupted at step (\d+); checkpoint saved', out)
+  assert interrupted, out[-2000:]
+  step = int(interrupted.group(1))
+  assert step >= 3 and 'Traceback' not in err
+  assert os.path.exists(
+      os.path.join(workdir, 'checkpoints', f'ckpt-{step}.index'))
 
 
 def test_unreadable_image_folder_is_a_one_line_error(tmp_path):

@@ -69,3 +69,21 @@ def test_v0_1_workdir_resumes_training(tmp_path):
   record = training.Trainer(model_config, data_config, train_config,
                             workdir).run()
   assert record['step'] == 22 and np.isfinite(record['test_bpd'])
+
+
+def test_model_config_reads_older_and_rejects_newer_files():
+  from tfp_flowpp import config as config_lib  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(GOLDEN, 'config.json')) as f:
+    stored = json.load(f)['model']
+  current = config_lib.ModelConfig.from_json(json.dumps(stored))
+  older = dict(stored)
+  del older['final_scale']  # As if written before the field existed.
+  assert config_lib.ModelConfig.from_json(json.dumps(older)) == current
+  newer = dict(stored, a_future_field=1)
+  try:
+    config_lib.ModelConfig.from_json(json.dumps(newer))
+  except ValueError as e:
+    assert 'a_future_field' in str(e) and 'newer' in str(e)
+    assert '\n' not in str(e)
+  else:
+    raise AssertionError('a field from a newer version was accepted')

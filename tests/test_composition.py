@@ -25,7 +25,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_flowpp import config as config_lib
+import configs_util
 from tfp_flowpp import model_builder
 
 tfb = tfp.bijectors
@@ -44,11 +44,10 @@ LOG_2PI = math.log(2. * math.pi)
 
 
 def _config(seed):
-  return config_lib.ModelConfig(
+  """configs/tiny.flags with a squeeze level and a checkerboard dequantizer."""
+  return configs_util.tiny_model_config(
       image_shape=SHAPE, num_levels=LEVELS, flow='stripe:2 squeeze channel:2',
-      filters=8, blocks=1, components=2, dequantizer_filters=8,
-      dequantizer_blocks=1, dequantizer_flow='checkerboard:2',
-      context_channels=4, context_blocks=1, dropout=0., seed=seed)
+      dequantizer_flow='checkerboard:2', seed=seed)
 
 
 @pytest.fixture(scope='module')

@@ -15,7 +15,10 @@ import pytest
 
 from tfp_flowpp import data
 from tfp_flowpp.data import idx as idx_lib
+from tfp_flowpp.data import reachability
 from tfp_flowpp.data import splits as splits_lib
+from tfp_flowpp.data import stateless_shuffle
+from tfp_flowpp.data import streaming
 from tfp_flowpp.data import tfds_source
 from tfp_flowpp.data import transforms
 
@@ -83,8 +86,9 @@ def test_config_fields_have_help_and_defaults():
   cfg = data.DataConfig()
   assert (cfg.dataset, cfg.classes, cfg.validation_size, cfg.test_size,
           cfg.seed) == ('digits', (), 0.1, 0.2, 0)
-  assert [n for n, _, _ in data.config_fields()] == list(fields)
   assert 'idx:DIR' in data.DATASETS and 'npz:FILE' in data.DATASETS
+  # One text: the help of `dataset` is the list errors quote.
+  assert data.DATASETS in fields['dataset'].metadata['help']
 
 
 def test_config_normalises_and_rejects():
@@ -580,6 +584,124 @@ def test_npz_errors(tmp_path):
 
 
 # --------------------------------------------------------------------------
+# In-memory arrays.
+
+
+def test_from_arrays_matches_the_npz_source(tmp_path):
+  rng = np.random.default_rng(3)
+  images = rng.integers(0, 256, (40, 6, 6, 3), dtype=np.uint8)
+  labels = np.arange(40) % 4
+  test = rng.integers(0, 256, (9, 6, 6, 3), dtype=np.uint8)
+  test_labels = np.arange(9) % 4
+  cfg = dict(validation_size=0.25, classes=(1, 3), num_bits=5, image_size=4,
+             seed=7)
+  source = _write_npz(tmp_path / 'own.npz', images=images, labels=labels,
+                      test_images=test, test_labels=test_labels)
+  from_file = data.load_dataset(data.DataConfig(dataset=source, **cfg))
+  own = data.from_arrays(images, labels, test_images=test,
+                         test_labels=test_labels, name='own',
+                         config=data.DataConfig(**cfg))
+  assert own.name == 'own' and own.config == data.DataConfig(**cfg)
+  assert own.num_examples == from_file.num_examples
+  assert (own.image_shape, own.num_levels) == ((4, 4, 3), 32)
+  for split in data.SPLITS:
+    np.testing.assert_array_equal(own.arrays(split), from_file.arrays(split))
+    np.testing.assert_array_equal(own.labels(split), from_file.labels(split))
+  # Without an official test split, test_size images are held out.
+  held = data.from_arrays(images[..., 0], num_levels=256,
+                          config=data.DataConfig(test_size=10,
+                                                 validation_size=5))
+  assert held.num_examples == {'train': 25, 'validation': 5, 'test': 10}
+  assert held.image_shape == (6, 6, 1) and held.labels('train') is None
+
+
+def test_from_arrays_errors():
+  good = np.zeros((6, 2, 2), np.uint8)
+  _raises(lambda: data.from_arrays(good.astype(np.float32)), 'images',
+          'float32', 'uint8')
+  _raises(lambda: data.from_arrays(good[0]), '(2, 2)', '[N, H, W]')
+  _raises(lambda: data.from_arrays(good, np.arange(5)),
+          '5 labels for 6 images')
+  _raises(lambda: data.from_arrays(good, test_images=np.zeros(
+      (2, 3, 2), np.uint8)), 'test_images', '(3, 2, 1)', '(2, 2, 1)')
+  _raises(lambda: data.from_arrays(good, np.arange(6), test_images=good),
+          'only one')
+  _raises(lambda: data.from_arrays(good, test_labels=np.arange(6)),
+          'test_labels', 'without')
+  _raises(lambda: data.from_arrays(good + 4, num_levels=4), 'value 4',
+          'num_levels')
+  _raises(lambda: data.from_arrays(good, num_levels=300), 'num_levels',
+          '2..256')
+  _raises(lambda: data.from_arrays(good, np.arange(6), class_names=['a']),
+          '1 class_names', 'label 5')
+  _raises(lambda: data.from_arrays(good, config={'seed': 1}), 'DataConfig')
+  _raises(lambda: data.from_arrays(good, config=data.DataConfig(
+      test_size=6)), 'test_size=6')
+  _raises(lambda: data.from_arrays(good, np.arange(6), config=data.DataConfig(
+      classes=(9,))), '9')
+
+
+# --------------------------------------------------------------------------
+# Streaming helpers: the stateless window shuffle, the reachability probe.
+
+
+def _shuffled(window, seed, epoch, n=50):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  ds = tf.data.Dataset.range(n).map(lambda i: (i, -i))
+  out = list(stateless_shuffle.window_shuffle(ds, window, seed,
+                                              epoch).as_numpy_iterator())
+  assert all(a == -b for a, b in out)  # Tuple parts stay together.
+  return [int(a) for a, _ in out]
+
+
+def test_window_shuffle_is_a_seeded_local_permutation():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  order = _shuffled(8, seed=3, epoch=0)
+  assert sorted(order) == list(range(50)) and order != list(range(50))
+  # Rotated by < window, then permuted within windows: nothing moves far
+  # (around the circle: the first elements of the file move to the end).
+  assert max(min(abs(p - x), 50 - abs(p - x))
+             for p, x in enumerate(order)) < 2 * 8
+  assert _shuffled(8, seed=3, epoch=0) == order
+  assert _shuffled(8, seed=3, epoch=1) != order
+  assert _shuffled(8, seed=4, epoch=0) != order
+  assert _shuffled(1, seed=3, epoch=0) == list(range(50))
+  # The window boundaries move: windows are not always the aligned blocks.
+  assert any(
+      set(_shuffled(8, seed=3, epoch=e)[:8]) != set(range(8))
+      for e in range(3))
+  try:
+    tf.random.set_seed(99)  # The global seed plays no part.
+    assert _shuffled(8, seed=3, epoch=0) == order
+  finally:
+    tf.random.set_seed(None)
+
+
+def test_reachability_probe_and_proxies(monkeypatch):
+  with socket.socket() as server:
+    server.bind(('127.0.0.1', 0))
+    server.listen(1)
+    open_port = server.getsockname()[1]
+    with socket.socket() as closed:
+      closed.bind(('127.0.0.1', 0))
+      closed_port = closed.getsockname()[1]  # Bound, not listening.
+      result = reachability.unreachable(
+          {('127.0.0.1', open_port), ('127.0.0.1', closed_port)}, 2.)
+  assert list(result) == [('127.0.0.1', closed_port)]
+  assert result[('127.0.0.1', closed_port)]  # The reason, e.g. refused.
+  for name in ('http_proxy', 'https_proxy', 'all_proxy', 'no_proxy'):
+    monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv(name.upper(), raising=False)
+  urls = ['https://example.org/a.tgz', 'http://data.test:8080/b', 'file:x']
+  assert reachability.download_addresses(urls) == {('example.org', 443),
+                                                   ('data.test', 8080)}
+  monkeypatch.setenv('https_proxy', 'http://proxy.test:3129')
+  monkeypatch.setenv('no_proxy', 'data.test')
+  assert reachability.download_addresses(urls) == {('proxy.test', 3129),
+                                                   ('data.test', 8080)}
+
+
+# --------------------------------------------------------------------------
 # TFDS.
 
 
@@ -698,7 +820,7 @@ def test_tfds_streaming_resume_is_exact(tiny_tfds, monkeypatch):
   name, data_dir = tiny_tfds
   train = memory_train(name, data_dir)
   monkeypatch.setattr(tfds_source, 'IN_MEMORY_LIMIT_BYTES', 0)
-  monkeypatch.setattr(tfds_source, 'SHUFFLE_BUFFER', 7)  # Several windows.
+  monkeypatch.setattr(streaming, 'SHUFFLE_BUFFER', 7)  # Several windows.
   ds = data.load_dataset(data.DataConfig(dataset=name, data_dir=data_dir,
                                          validation_size=5,
                                          horizontal_flip=True, classes=(0,

@@ -7,7 +7,7 @@ A tiny model is trained for a few steps once per module, exported with
 * loaded in a fresh process that does not import tfp_flowpp, against the
   in-process model (seeded IW bound, samples, encode/decode, the noisy
   single-sample bound, the continuous density);
-* with the REST request/response examples of the README's Serving section, converted the
+* with the REST request/response examples of docs/serving.md, converted the
   way TF Serving converts JSON;
 * as a differentiable prior inside another TF computation;
 * with bad inputs (clear errors, no NaN) and bin/export failures (one-line
@@ -29,7 +29,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from tfp_flowpp import config as config_lib
+import configs_util
 from tfp_flowpp import data as data_lib
 from tfp_flowpp import export
 from tfp_flowpp import training
@@ -37,7 +37,7 @@ from tfp_flowpp.export import saved_model as saved_model_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPORT_BIN = os.path.join(REPO, 'bin', 'export')
-DOCS = os.path.join(REPO, 'README.md')  # Its Serving section.
+DOCS = os.path.join(REPO, 'docs', 'serving.md')
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable),
                                'saved_model_cli')
 SHAPE = (8, 8, 1)
@@ -104,10 +104,8 @@ def early(tmp_path_factory):
 def workdir(early, tmp_path_factory):
   del early  # Started first.
   path = str(tmp_path_factory.mktemp('workdir'))
-  model_config = config_lib.ModelConfig(
-      flow='stripe:2 squeeze channel:2', filters=8, blocks=1, components=2,
-      dequantizer_flow='stripe:2', dequantizer_filters=8,
-      dequantizer_blocks=1, context_channels=4, context_blocks=1, dropout=0.)
+  model_config = configs_util.tiny_model_config(
+      flow='stripe:2 squeeze channel:2', dequantizer_flow='stripe:2')
   train_config = training.TrainConfig(
       train_steps=4, batch_size=16, init_batch_size=32, eval_every=4,
       checkpoint_every=4, log_every=2, num_sample_images=4,
@@ -256,7 +254,7 @@ def fresh(background):
   return out
 
 
-# REST examples of the README's Serving section -------------------------------------------------
+# REST examples of docs/serving.md -----------------------------------------------
 
 
 def _docs_examples():
@@ -365,6 +363,14 @@ def test_docs_show_the_server_commands():
   assert '--model_base_path=' in text
   assert 'tensorflow/serving' in text and 'target=/models/flowpp' in text
   assert 'http://localhost:8501/v1/models/flowpp:predict' in text
+
+
+def test_readme_serving_section_links_the_serving_doc():
+  with open(os.path.join(REPO, 'README.md')) as f:
+    section = f.read().split('\n## Serving\n', 1)[1].split('\n## ', 1)[0]
+  assert '(docs/serving.md)' in section
+  assert 'bin/export --workdir=' in section
+  assert '<!-- serving-example' not in section  # The tested copy is the doc's.
 
 
 # The loaded model inside another TF computation ----------------------------------

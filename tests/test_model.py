@@ -21,8 +21,8 @@ from tfp_flowpp import data as data_lib
 from tfp_flowpp import model_builder
 from tfp_flowpp.distributions import dequantization
 from tfp_flowpp.distributions import discrete_image_flow
-from tfp_flowpp.training import checkpoints
 from tfp_flowpp.training import config as train_config_lib
+from tfp_flowpp.training import optimization
 
 tfb = tfp.bijectors
 
@@ -72,7 +72,7 @@ def total_probability(model, k=512, seed=7):
 
 
 def train(model, images, steps, batch=64, lr=3e-3, seed=0):
-  optimizer = checkpoints.make_optimizer(
+  optimizer = optimization.make_optimizer(
       train_config_lib.TrainConfig(
           learning_rate=lr, warmup_steps=10, ema_decay=0.))
   variables = model.trainable_variables
@@ -383,7 +383,8 @@ def test_small_configs_take_a_training_step(name):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   values = flags.FlagValues()
   flowpp_flags.define_config_flags(values)
-  values(['test', f'--flagfile={root}/configs/{name}.flags'])
+  flowpp_flags.parse_flags(['test', f'--flagfile={root}/configs/{name}.flags'],
+                           values)
   data_config = flowpp_flags.data_config(values)
   try:
     dataset = data_lib.load_dataset(data_config)
@@ -394,7 +395,7 @@ def test_small_configs_take_a_training_step(name):
                                 dataset.num_levels))
   batch = next(iter(dataset.train_batches(16)))
   model.initialize(batch, seed=[0, 0])
-  optimizer = checkpoints.make_optimizer(flowpp_flags.train_config(values))
+  optimizer = optimization.make_optimizer(flowpp_flags.train_config(values))
   variables = model.trainable_variables
   optimizer.build(variables)
   before = [v.numpy().copy() for v in variables]

@@ -8,30 +8,23 @@ a counter and drive the public TFP entry points.
 import pytest
 import tensorflow as tf
 
+import configs_util
 from tfp_flowpp import bijectors as fb
-from tfp_flowpp import config as config_lib
 from tfp_flowpp import model_builder
+from tfp_flowpp import testing
 
 
 def _instrument(model):
   """((main couplings, dequantizer couplings), call log) for a `with`."""
-  return fb.counting_network_calls(model.bijector, model.dequantizer)
+  return testing.counting_network_calls(model.bijector, model.dequantizer)
 
 
 def _model(**overrides):
-  config = config_lib.ModelConfig(
-      image_shape=(4, 4, 1),
+  """configs/tiny.flags with a squeeze level and a checkerboard dequantizer."""
+  config = configs_util.tiny_model_config(
       num_levels=16,
       flow='stripe:2 squeeze channel:2',
-      filters=8,
-      blocks=1,
-      components=2,
-      dequantizer_filters=8,
-      dequantizer_blocks=1,
       dequantizer_flow='checkerboard:3',
-      context_channels=4,
-      context_blocks=1,
-      dropout=0.,
       **overrides)
   return model_builder.build_model(config)
 

@@ -1,5 +1,6 @@
 """The training loop: distribution, NaN skipping, checkpoints and resume."""
 
+import io
 import json
 import os
 import re
@@ -13,56 +14,40 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfp_flowpp import config as config_lib
+import configs_util
 from tfp_flowpp import data as data_lib
-from tfp_flowpp.training import config as train_config_lib
+from tfp_flowpp import model_builder
+from tfp_flowpp.training import atomic_files
+from tfp_flowpp.training import evaluation
+from tfp_flowpp.training import strategy as strategy_lib
 from tfp_flowpp.training import trainer as trainer_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tiny_model_config(**overrides):
-  values = dict(
-      flow='stripe:2',
-      components=2,
-      filters=8,
-      blocks=1,
-      heads=2,
-      dropout=0.,
-      dequantizer_flow='stripe:1',
-      dequantizer_filters=8,
-      dequantizer_blocks=1,
-      context_channels=4,
-      context_blocks=1)
-  values.update(overrides)
-  return config_lib.ModelConfig(**values)
-
-
-DATA = data_lib.DataConfig(dataset='digits', image_size=4)
+tiny_model_config = configs_util.tiny_model_config  # configs/tiny.flags.
+DATA = configs_util.tiny_data_config()  # digits at 4x4.
 
 
 def train_config(**overrides):
+  """configs/tiny.flags training, shortened to 6 steps of 16 images."""
   values = dict(
       train_steps=6,
       batch_size=16,
-      init_batch_size=64,
-      learning_rate=2e-3,
       warmup_steps=2,
       log_every=2,
       eval_every=3,
       checkpoint_every=3,
-      eval_batch_size=512,
       num_sample_images=4,
-      test_num_samples=2,
-      ema_decay=0.9)
+      test_num_samples=2)
   values.update(overrides)
-  return train_config_lib.TrainConfig(**values)
+  return configs_util.tiny_train_config(**values)
 
 
 def mirrored_strategy():
-  devices = tf.config.list_logical_devices('CPU')[:2]
-  assert len(devices) == 2, 'conftest should create two logical CPUs'
-  return tf.distribute.MirroredStrategy([d.name for d in devices])
+  assert len(tf.config.list_logical_devices('CPU')) >= 2, (
+      'conftest should create two logical CPUs')
+  return strategy_lib.make_strategy('mirrored', num_cpu_replicas=2)
 
 
 def _variables(trainer):
@@ -85,8 +70,7 @@ def test_mirrored_step_equals_single_device_step(tmp_path):
       str(tmp_path / 'single'),
       strategy=tf.distribute.get_strategy())
   for t in (distributed, single):
-    t.bar = None
-    t._restore_or_initialize()  # pylint: disable=protected-access
+    t.restore_or_initialize()
   for a, b in zip(_variables(distributed), _variables(single)):
     np.testing.assert_array_equal(a, b)
 
@@ -96,7 +80,7 @@ def test_mirrored_step_equals_single_device_step(tmp_path):
       iter(
           distributed.strategy.experimental_distribute_dataset(
               tf.data.Dataset.from_tensors(batch))))
-  loss, _, applied = distributed._make_train_step()(dist_batch, step)  # pylint: disable=protected-access
+  loss, _, applied = distributed.train_step(dist_batch, step)
   assert bool(applied)
 
   # Reference: replica r sees half r with seed fold_in([seed, step], r); the
@@ -131,6 +115,21 @@ def test_mirrored_step_equals_single_device_step(tmp_path):
   assert int(distributed.optimizer.iterations.numpy()) == 1
 
 
+def test_mirrored_strategies_of_one_process_do_not_collide():
+  """A second mirrored run (another model, other shapes) still all-reduces."""
+  first, second = mirrored_strategy(), mirrored_strategy()
+  assert first is second and first.num_replicas_in_sync == 2
+
+  def all_reduce(strategy, n):
+    replica = lambda: tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, tf.ones([n]))
+    return strategy.experimental_local_results(
+        tf.function(lambda: strategy.run(replica))())[0].numpy()
+
+  np.testing.assert_array_equal(all_reduce(first, 5), np.full([5], 2.))
+  np.testing.assert_array_equal(all_reduce(second, 7), np.full([7], 2.))
+
+
 @pytest.mark.parametrize('replicas', [1, 2])
 def test_non_finite_step_is_skipped_and_counted(tmp_path, replicas):
   strategy = (
@@ -141,9 +140,8 @@ def test_non_finite_step_is_skipped_and_counted(tmp_path, replicas):
       train_config(),
       str(tmp_path),
       strategy=strategy)
-  trainer.bar = None
-  trainer._restore_or_initialize()  # pylint: disable=protected-access
-  step_fn = trainer._make_train_step()  # pylint: disable=protected-access
+  trainer.restore_or_initialize()
+  step_fn = trainer.train_step
   good = next(iter(trainer.dataset.train_batches(16, start_step=1)))
   # Values >= L (17) are outside the model's range: the preprocessing logit
   # becomes NaN. Poison only the second half (= the second replica's share).
@@ -216,6 +214,173 @@ def test_different_architecture_is_refused_before_writing(tmp_path):
         tiny_model_config(filters=16), DATA, train_config(), workdir)
   for f, t in stamp.items():
     assert os.path.getmtime(os.path.join(workdir, f)) == t
+
+
+def _random_dataset(n, levels=17, shape=(4, 4, 1), **config):
+  images = np.random.default_rng(n).integers(0, levels, (n,) + shape,
+                                             dtype=np.uint8)
+  return data_lib.from_arrays(images, num_levels=levels, name='random',
+                              config=data_lib.DataConfig(**config))
+
+
+def _tfb_glow_model(model_config):
+  """TFP's `tfb.Glow` as a `DiscreteImageFlow`: its shapes must be static."""
+  import tensorflow_probability as tfp  # pylint: disable=g-import-not-at-top
+  from tfp_flowpp import bijectors as fb  # pylint: disable=g-import-not-at-top
+  from tfp_flowpp.distributions import dequantization  # pylint: disable=g-import-not-at-top
+  from tfp_flowpp.distributions import discrete_image_flow  # pylint: disable=g-import-not-at-top
+  tfb = tfp.bijectors
+  shape, levels = model_config.image_shape, model_config.num_levels
+  glow = tfb.Glow(
+      output_shape=shape, num_glow_blocks=2, num_steps_per_block=1,
+      coupling_bijector_fn=lambda s: tfb.GlowDefaultNetwork(s, num_hidden=8),
+      exit_bijector_fn=tfb.GlowDefaultExitNetwork)
+  flow = tfb.Chain([
+      tfb.Reshape(event_shape_out=shape, event_shape_in=[int(np.prod(shape))]),
+      tfb.Invert(glow),
+      fb.LogitPreprocess(levels, 0.9)
+  ])
+  return discrete_image_flow.DiscreteImageFlow(
+      flow, dequantization.UniformDequantizer(shape), shape, levels)
+
+
+def test_model_fn_trains_a_flow_that_needs_static_shapes(tmp_path):
+  """`model_fn` injects any DiscreteImageFlow; tfb.Glow trains + evaluates."""
+  calls = []
+
+  def model_fn(model_config):
+    model = _tfb_glow_model(model_config)
+    calls.append((model_config, tf.distribute.has_strategy(), model))
+    return model
+
+  trainer = trainer_lib.Trainer(
+      tiny_model_config(), DATA,
+      train_config(train_steps=3, eval_every=3, eval_batch_size=100),
+      str(tmp_path / 'run'), model_fn=model_fn,
+      strategy=mirrored_strategy())
+  assert len(calls) == 1 and calls[0][1]  # Once, inside the scope.
+  assert calls[0][0].image_shape == (4, 4, 1) and calls[0][0].num_levels == 17
+  assert trainer.model is calls[0][2]
+  record = trainer.run()  # Validation: 144 images = batches of 100 + 44.
+  assert record['step'] == 3 and record['skipped_steps'] == 0
+  assert np.isfinite(record['val_bpd']) and np.isfinite(record['test_bpd'])
+
+
+def test_evaluator_traces_one_static_batch_and_masks_the_padding():
+  dataset = _random_dataset(10, validation_size=0, test_size=0)
+  model = model_builder.build_model(
+      tiny_model_config(image_shape=(4, 4, 1), num_levels=17))
+  model.initialize(tf.constant(dataset.arrays('train')), seed=[0, 1])
+  evaluator = evaluation.BpdEvaluator(model, seed=5)
+  result = evaluator.evaluate(dataset.eval_batches('train', 4))  # 4, 4, 2.
+  function = evaluator._functions[1]  # pylint: disable=protected-access
+  assert function.experimental_get_tracing_count() == 1
+  assert result['num_images'] == 10
+  # The padding is invisible: the same bounds as unpadded batches.
+  expected = [
+      model.nats_to_bits_per_dim(model.log_prob(
+          batch, seed=tf.random.experimental.stateless_fold_in(
+              tf.constant([5, i]), 0)))
+      for i, batch in enumerate(dataset.eval_batches('train', 4))
+  ]
+  np.testing.assert_allclose(result['bpd'], np.mean(np.concatenate(expected)),
+                             rtol=1e-5)
+  assert evaluator.evaluate(dataset.eval_batches('train', 4),
+                            max_images=7)['num_images'] == 7
+  assert function.experimental_get_tracing_count() == 1
+  # Fewer images than a batch: batches of (and padding to) max_images.
+  assert evaluator.evaluate(dataset.eval_batches('train', 4), num_samples=3,
+                            max_images=3)['num_images'] == 3
+  iw = evaluator._functions[3]  # pylint: disable=protected-access
+  iw.get_concrete_function(
+      tf.TensorSpec([3, 4, 4, 1], tf.uint8), tf.TensorSpec([3], tf.bool),
+      tf.TensorSpec([2], tf.int32))
+  assert iw.experimental_get_tracing_count() == 1  # That was its one trace.
+
+
+def test_evaluator_pads_to_a_multiple_of_the_replicas():
+  dataset = _random_dataset(10, validation_size=0, test_size=0)
+  strategy = mirrored_strategy()
+  with strategy.scope():
+    model = model_builder.build_model(
+        tiny_model_config(image_shape=(4, 4, 1), num_levels=17))
+  model.initialize(tf.constant(dataset.arrays('train')), seed=[0, 1])
+  traced_shapes = []
+
+  class Recorder:  # The model, noting the image shapes it is traced with.
+
+    def log_prob(self, images, seed):
+      traced_shapes.append(tuple(images.shape))
+      return model.log_prob(images, seed=seed)
+
+    def nats_to_bits_per_dim(self, nats):
+      return model.nats_to_bits_per_dim(nats)
+
+  evaluator = evaluation.BpdEvaluator(Recorder(), strategy, seed=5)
+  result = evaluator.evaluate(dataset.eval_batches('train', 3))  # 3,3,3,1.
+  assert result['num_images'] == 10
+  assert traced_shapes == [(2, 4, 4, 1)] * 2  # Static, once per replica.
+  # Each batch is padded to 4: replica r gets rows 2r, 2r + 1 and the seed
+  # folded with r; only the real rows count.
+  bounds = []
+  for i, batch in enumerate(dataset.eval_batches('train', 3)):
+    for r in range(2):
+      rows = batch[2 * r:2 * r + 2]
+      if len(rows):
+        seed = tf.random.experimental.stateless_fold_in(
+            tf.constant([5, i]), r)
+        bounds.append(model.nats_to_bits_per_dim(model.log_prob(rows,
+                                                                seed=seed)))
+  np.testing.assert_allclose(result['bpd'], np.mean(np.concatenate(bounds)),
+                             rtol=1e-5)
+
+
+def test_trainer_holds_its_state_and_run_reuses_it(tmp_path):
+  workdir = str(tmp_path / 'run')
+  stream = io.StringIO()
+  trainer = trainer_lib.Trainer(tiny_model_config(), DATA,
+                                train_config(train_steps=4, eval_every=4),
+                                workdir, stream=stream)
+  assert not os.path.exists(os.path.join(workdir, 'config.json'))
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints'))
+  assert trainer.restore_or_initialize() == 0
+  # A custom loop: two steps with the trainer's own step function...
+  for step in range(2):
+    batch = next(iter(trainer.dataset.train_batches(16, start_step=step)))
+    trainer.train_step(batch, tf.constant(step, tf.int64))
+  assert int(trainer.step.numpy()) == 2
+  # ...then run() continues from them (no second restore from step 0), with
+  # the same step function.
+  step_fn, calls = trainer.train_step, []
+  trainer.train_step = lambda *args: calls.append(1) or step_fn(*args)
+  record = trainer.run()
+  assert record['step'] == 4 and len(calls) == 2
+  assert 'step 4/4' in stream.getvalue()
+  assert 'step 2/4' not in stream.getvalue()  # Steps 1-2 were not redone.
+  assert 'Resumed' not in stream.getvalue()
+  assert trainer.restore_or_initialize() == 4
+  assert step_fn.experimental_get_tracing_count() == 1
+  assert trainer.cpu_seconds > 0 and trainer.elapsed > 0
+
+
+def test_batch_larger_than_the_data_fails_before_writing(tmp_path):
+  workdir = str(tmp_path / 'run')
+  dataset = _random_dataset(30, validation_size=0, test_size=0)
+  for config in (train_config(batch_size=32), train_config(init_batch_size=64,
+                                                           batch_size=8)):
+    with pytest.raises(data_lib.DataError, match='larger than the 30'):
+      trainer_lib.Trainer(tiny_model_config(), dataset.config, config,
+                          workdir, dataset=dataset)
+  assert not os.path.exists(workdir)
+
+
+def test_atomic_write_leaves_old_file_or_new_file(tmp_path):
+  path = tmp_path / 'sub' / 'f.txt'
+  atomic_files.atomic_write_bytes(str(path), b'old')
+  with pytest.raises(TypeError):
+    atomic_files.atomic_write_bytes(str(path), 'not bytes')
+  assert path.read_bytes() == b'old'
+  assert os.listdir(path.parent) == ['f.txt']  # No temporary file left.
 
 
 def _train_command(workdir, *extra):

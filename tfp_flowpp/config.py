@@ -6,79 +6,63 @@ generate one absl flag per field (the ``help`` metadata is the flag's help),
 and ``configs/*.flags`` files set them, so a paper model and a 2-core CPU
 model differ only in their flag files.
 
-Flow specification (``flow`` / ``dequantizer_flow``): whitespace- or
-comma-separated tokens applied in the data → latent direction,
-
-* ``SPLIT:N`` — split into the paired layout (``stripe``: alternate columns,
-  the official Flow++ "checkerboard"; ``checkerboard``: true (i+j) parity;
-  ``channel``: channel halves), then ``N`` flow steps
-  ``[norm → 1×1 conv → coupling → swap halves]``, then merge back;
-* ``squeeze`` — space-to-depth; everything after it runs at the lower
-  resolution and is un-squeezed at the end, so latents keep the image shape;
-* ``factor_out`` — half of the channels leave the flow (multi-scale
-  architecture); everything after it transforms the kept half only.
-
-Examples: Flow++ CIFAR-10 ``'stripe:4 squeeze channel:2 stripe:3'``;
-Glow ``'squeeze channel:32 factor_out squeeze channel:32 factor_out squeeze
-channel:32'``.
+Named options (``coupling``, ``network``, ``mixer``, ``dequantizer``, ...)
+are the keys of registries that live beside what they register
+(`bijectors.COUPLINGS`, `networks.COUPLING_NETWORKS`, ...); `CHOICES` maps
+each such field to its registry, so a registered class is a valid choice and
+a documented flag value at once. The flow specification grammar
+(``flow`` / ``dequantizer_flow``) is in `flow_spec`.
 """
 
 import dataclasses
 import json
-import re
+import types
+
+from tfp_flowpp import flow_spec
+from tfp_flowpp.bijectors import affine_coupling
+from tfp_flowpp.bijectors import couplings
+from tfp_flowpp.bijectors import invertible_conv1x1
+from tfp_flowpp.bijectors import splits
+from tfp_flowpp.distributions import dequantization
+from tfp_flowpp.networks import coupling_networks
+from tfp_flowpp.networks import gated_resnet
 
 __all__ = ['ModelConfig', 'FlowToken', 'parse_flow', 'CHOICES']
 
-CHOICES = {
-    'coupling': ('mix_logistic', 'affine', 'additive'),
-    'affine_scale': ('exp_tanh', 'sigmoid'),
+FlowToken = flow_spec.FlowToken
+parse_flow = flow_spec.parse_flow
+
+# Field -> its registry (name -> documented class or function; the flag help
+# quotes each docstring's first line) or a tuple of plain names (the field's
+# help describes them). Read at use time, so an entry added to a registry is
+# a valid value at once.
+CHOICES = types.MappingProxyType({
+    'coupling': couplings.COUPLINGS,
+    'affine_scale': affine_coupling.SCALE_FNS,
     'norm': ('per_element', 'per_channel', 'none'),
     'conv1x1': ('per_half', 'full', 'none'),
-    'conv1x1_init': ('noisy_identity', 'orthogonal'),
-    'network': ('gated_resnet', 'glow'),
-    'mixer': ('attention', 'pointwise', 'none'),
-    'dequantizer': ('variational', 'uniform'),
-    'dequantizer_squash': ('normal_cdf', 'sigmoid'),
+    'conv1x1_init': invertible_conv1x1.INITS,
+    'network': coupling_networks.COUPLING_NETWORKS,
+    'mixer': gated_resnet.MIXERS,
+    'dequantizer_mixer': gated_resnet.MIXERS,
+    'context_mixer': gated_resnet.MIXERS,
+    'dequantizer': dequantization.DEQUANTIZERS,
+    'dequantizer_squash': dequantization.SQUASHES,
     'dtype': ('float32', 'float64'),
-}
-
-_SPLITS = ('stripe', 'checkerboard', 'channel')
+})
 
 
-@dataclasses.dataclass(frozen=True)
-class FlowToken:
-  """One parsed flow-spec token: ``kind`` in {split, squeeze, factor_out}."""
-  kind: str
-  split: str = ''
-  steps: int = 0
+def _field(default, help_text, stored_default=dataclasses.MISSING):
+  """A config field with its flag help.
 
-
-def parse_flow(spec):
-  """Parses a flow specification string into `FlowToken`s.
-
-  Raises:
-    ValueError: with a one-line message naming the bad token.
+  ``stored_default`` is the value a config.json written before the field
+  existed implies (when it differs from ``default``, e.g. a new feature that
+  is on by default but was off in older runs).
   """
-  tokens = []
-  for raw in re.split(r'[\s,]+', spec.strip()):
-    if not raw:
-      continue
-    if raw in ('squeeze', 'factor_out'):
-      tokens.append(FlowToken(raw))
-      continue
-    match = re.fullmatch(r'([a-z]+):(\d+)', raw)
-    if not match or match.group(1) not in _SPLITS or int(match.group(2)) < 1:
-      raise ValueError(
-          f'Bad flow token {raw!r} in {spec!r}: expected SPLIT:N with SPLIT in '
-          f'{_SPLITS} and N >= 1, "squeeze" or "factor_out".')
-    tokens.append(FlowToken('split', match.group(1), int(match.group(2))))
-  if not any(t.kind == 'split' for t in tokens):
-    raise ValueError(f'Flow spec {spec!r} has no coupling steps.')
-  return tokens
-
-
-def _field(default, help_text):
-  return dataclasses.field(default=default, metadata={'help': help_text})
+  metadata = {'help': help_text}
+  if stored_default is not dataclasses.MISSING:
+    metadata['stored_default'] = stored_default
+  return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,26 +75,19 @@ class ModelConfig:
       17, 'Discrete levels per pixel L (256 for uint8); set from the dataset.')
   flow: str = _field(
       'stripe:4 squeeze channel:2 stripe:3',
-      'Main flow spec: SPLIT:N (stripe|checkerboard|channel), squeeze, '
+      f'Main flow spec: SPLIT:N ({"|".join(splits.SPLITS)}), squeeze, '
       'factor_out tokens, data->latent order.')
-  coupling: str = _field(
-      'mix_logistic',
-      'Coupling type: mix_logistic (Flow++), affine (RealNVP/Glow), '
-      'additive (NICE).')
+  coupling: str = _field('mix_logistic', 'Coupling layer.')
   components: int = _field(
       32, 'Logistic mixture components K per element (mix_logistic).')
-  affine_scale: str = _field(
-      'exp_tanh', 'Affine coupling scale: exp_tanh (Flow++/RealNVP) or '
-      'sigmoid (Glow).')
+  affine_scale: str = _field('exp_tanh', 'Scale of affine couplings.')
   norm: str = _field(
       'per_element', 'ActNorm before each coupling: per_element (official '
       'Flow++), per_channel (Glow) or none.')
   conv1x1: str = _field(
       'per_half', 'Invertible 1x1 conv before each coupling: per_half '
       '(Flow++ "Pointwise"), full (Glow) or none.')
-  conv1x1_init: str = _field(
-      'noisy_identity', '1x1 conv init: noisy_identity (I + 0.001 N, Flow++) '
-      'or orthogonal (Glow).')
+  conv1x1_init: str = _field('noisy_identity', '1x1 conv initialisation.')
   swap_halves: bool = _field(
       True, 'Swap the two halves after each coupling (Flow++, RealNVP).')
   split_prior: bool = _field(
@@ -121,14 +98,12 @@ class ModelConfig:
       'per-element scale).')
   preprocess_alpha: float = _field(
       0.9, 'Preprocessing x -> logit(alpha*x/L + (1-alpha)/2); official 0.9.')
-  network: str = _field(
-      'gated_resnet', 'Coupling network: gated_resnet (Flow++ conv + '
-      'attention blocks) or glow (conv3x3-relu-conv1x1-relu-zero conv3x3).')
+  network: str = _field('gated_resnet', 'Coupling network.')
   filters: int = _field(96, 'Coupling network width F.')
   blocks: int = _field(10, 'Gated blocks per coupling network.')
   mixer: str = _field(
-      'attention', 'Per-block mixer: attention (Flow++), pointwise '
-      '(parameter-matched no-attention ablation) or none.')
+      'attention', 'Per-block mixer of gated_resnet networks (none: blocks '
+      'are gated conv -> LN only, and there is no positional embedding).')
   heads: int = _field(4, 'Attention heads.')
   layer_norm: bool = _field(True, 'Layer norm after each conv/mixer block.')
   dropout: float = _field(0.2, 'Dropout rate inside coupling networks.')
@@ -137,25 +112,21 @@ class ModelConfig:
   final_nonlinearity: bool = _field(
       False, 'concat_elu before the output conv (official ImageNet models).')
   glow_hidden: int = _field(512, 'Hidden channels of the glow network.')
-  dequantizer: str = _field(
-      'variational', 'Dequantization: variational (Flow++ flow-based q(u|x)) '
-      'or uniform (u ~ U[0,1)).')
+  dequantizer: str = _field('variational', 'Dequantization noise q(u|x).')
   dequantizer_squash: str = _field(
-      'normal_cdf', 'Final map of the dequantizer flow to (0, 1): normal_cdf '
-      '(u = Phi(t): q starts as exactly uniform dequantization, and importance '
-      'weights have finite variance) or sigmoid (the official code; q starts '
-      'logit-normal, whose light tails give heavy-tailed importance weights).')
+      'normal_cdf', 'Final map of the variational dequantizer flow to (0, 1) '
+      '(with normal_cdf the importance weights have finite variance; '
+      "sigmoid's light tails make them heavy-tailed).")
   dequantizer_flow: str = _field(
       'stripe:4', 'Dequantizer flow spec (one split kind, no squeeze).')
   dequantizer_filters: int = _field(96, 'Dequantizer coupling network width.')
   dequantizer_blocks: int = _field(2, 'Dequantizer gated blocks per coupling.')
-  dequantizer_mixer: str = _field(
-      'attention', 'Dequantizer per-block mixer (attention|pointwise|none).')
+  dequantizer_mixer: str = _field('attention',
+                                  'Dequantizer per-block mixer (as --mixer).')
   context_channels: int = _field(
       32, 'Width of the dequantizer context network (features of x).')
   context_blocks: int = _field(3, 'Gated conv blocks in the context network.')
-  context_mixer: str = _field(
-      'none', 'Context network mixer (attention|pointwise|none).')
+  context_mixer: str = _field('none', 'Context network mixer (as --mixer).')
   context_layer_norm: bool = _field(
       False, 'Layer norm in the context network (official ImageNet models).')
   dtype: str = _field('float32', 'Compute/variable dtype.')
@@ -170,18 +141,10 @@ class ModelConfig:
     if self.num_levels < 2:
       raise ValueError(f'num_levels must be >= 2, got {self.num_levels}.')
     for name, choices in CHOICES.items():
-      if name == 'mixer':
-        values = {
-            'mixer': self.mixer,
-            'dequantizer_mixer': self.dequantizer_mixer,
-            'context_mixer': self.context_mixer
-        }
-      else:
-        values = {name: getattr(self, name)}
-      for field_name, value in values.items():
-        if value not in choices:
-          raise ValueError(f'{field_name} must be one of {choices}, got '
-                           f'{value!r}.')
+      value = getattr(self, name)
+      if value not in choices:
+        raise ValueError(f'{name} must be one of {tuple(choices)}, got '
+                         f'{value!r}.')
     if self.components < 1:
       raise ValueError(f'components must be >= 1, got {self.components}.')
     if not 0. < self.preprocess_alpha <= 1.:
@@ -202,15 +165,23 @@ class ModelConfig:
 
   @classmethod
   def from_json(cls, text):
+    """Reads `to_json` output, also from older versions of tfp_flowpp.
+
+    A field the stored config lacks was added later and takes the value that
+    older runs implied (its ``stored_default``, else its default); a field
+    this version does not know means a newer version wrote the file.
+    """
     values = json.loads(text)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    missing = sorted(known - set(values))
-    if unknown or missing:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
       raise ValueError(
-          f'Stored model config does not match this version of tfp_flowpp '
-          f'(unknown fields {unknown}, missing fields {missing}); rebuild it '
-          'with the version that wrote it.')
+          f'Stored model config has fields this version of tfp_flowpp does '
+          f'not know ({", ".join(unknown)}); it was written by a newer '
+          'version: upgrade tfp_flowpp to read it.')
+    for name in sorted(set(fields) - set(values)):
+      values[name] = fields[name].metadata.get('stored_default',
+                                               fields[name].default)
     return cls(**values)
 
   def replace(self, **changes):

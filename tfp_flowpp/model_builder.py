@@ -1,9 +1,12 @@
 """Builds a `DiscreteImageFlow` from a `ModelConfig`.
 
 One builder serves Flow++, its ablations, RealNVP, Glow and NICE; the
-architecture is entirely in the config (see `config.py` for the flow-spec
-grammar). Bijectors are listed in the data → latent order and wrapped in a
-`tfb.Chain` (which applies its *last* element first, hence the reversal).
+architecture is entirely in the config (see `flow_spec.py` for the flow-spec
+grammar), and every named option is looked up in its registry
+(`bijectors.COUPLINGS`, `networks.COUPLING_NETWORKS`,
+`distributions.DEQUANTIZERS`, `bijectors.SPLITS`). Bijectors are listed in
+the data → latent order and wrapped in a `tfb.Chain` (which applies its
+*last* element first, hence the reversal).
 """
 
 import math
@@ -14,9 +17,11 @@ import tensorflow_probability as tfp
 
 from tfp_flowpp import bijectors as fb
 from tfp_flowpp import config as config_lib
+from tfp_flowpp import flow_spec
 from tfp_flowpp import networks
 from tfp_flowpp.distributions import dequantization
 from tfp_flowpp.distributions import discrete_image_flow
+from tfp_flowpp.networks import coupling_networks
 
 tfb = tfp.bijectors
 
@@ -29,7 +34,11 @@ def count_parameters(module):
 
 
 class _Builder:
-  """Stateful helper: unique names, one NumPy RNG, one dtype."""
+  """Stateful helper: unique names, one NumPy RNG, one dtype.
+
+  Registered classes build themselves with ``from_config``; a dequantizer's
+  receives this builder and may use ``rng`` and `segment`.
+  """
 
   def __init__(self, config):
     self.config = config
@@ -41,88 +50,23 @@ class _Builder:
     self.counter += 1
     return f'{prefix}{kind}_{self.counter}'
 
-  # Networks ----------------------------------------------------------------
-
-  def _gated_config(self,
-                    filters,
-                    blocks,
-                    mixer,
-                    second_kernel_size=1,
-                    layer_norm=None,
-                    dropout=None,
-                    final_nonlinearity=None):
-    c = self.config
-    return networks.GatedResNetConfig(
-        filters=filters,
-        blocks=blocks,
-        mixer=mixer,
-        heads=c.heads,
-        layer_norm=c.layer_norm if layer_norm is None else layer_norm,
-        dropout=c.dropout if dropout is None else dropout,
-        weight_norm=c.weight_norm,
-        second_kernel_size=second_kernel_size,
-        final_nonlinearity=(c.final_nonlinearity if final_nonlinearity is None
-                            else final_nonlinearity))
-
-  def coupling_network(self, half_shape, out_channels, network_size,
-                       context_channels, name):
-    c = self.config
-    if c.network == 'glow':
-      return networks.GlowCouplingNetwork(
-          half_shape,
-          out_channels,
-          hidden_channels=c.glow_hidden,
-          dtype=self.dtype,
-          rng=self.rng,
-          name=name)
-    filters, blocks, mixer = network_size
-    return networks.FlowppCouplingNetwork(
-        half_shape,
-        out_channels,
-        self._gated_config(filters, blocks, mixer),
-        context_channels=context_channels,
-        dtype=self.dtype,
-        rng=self.rng,
-        name=name)
-
-  def context_network(self, paired_shape):
-    c = self.config
-    cfg = self._gated_config(
-        c.context_channels,
-        c.context_blocks,
-        c.context_mixer,
-        second_kernel_size=3,
-        layer_norm=c.context_layer_norm,
-        final_nonlinearity=False)
-    return networks.GatedResNet(
-        paired_shape,
-        cfg,
-        dtype=self.dtype,
-        rng=self.rng,
-        name='dequantizer_context')
-
   # Flow steps --------------------------------------------------------------
 
   def coupling(self, paired_shape, network_size, context_channels, prefix):
+    """The ``config.coupling`` layer and its ``config.network`` network."""
     c = self.config
     h, w, channels = paired_shape
-    half_shape = (h, w, channels // 2)
     name = self._name(prefix, 'coupling')
-    if c.coupling == 'mix_logistic':
-      per_channel = 2 + 3 * c.components
-    elif c.coupling == 'affine':
-      per_channel = 2
-    else:
-      per_channel = 1
-    net = self.coupling_network(half_shape, channels // 2 * per_channel,
-                                network_size, context_channels,
-                                name + '_network')
-    if c.coupling == 'mix_logistic':
-      return fb.MixLogisticCoupling(net, paired_shape, c.components, name=name)
-    if c.coupling == 'affine':
-      return fb.AffineCoupling(
-          net, paired_shape, scale_fn=c.affine_scale, name=name)
-    return fb.AdditiveCoupling(net, paired_shape, name=name)
+    coupling_class = fb.COUPLINGS[c.coupling]
+    network = networks.COUPLING_NETWORKS[c.network].from_config(
+        (h, w, channels // 2),
+        channels // 2 * coupling_class.params_per_channel_from_config(c),
+        c,
+        network_size,
+        context_channels=context_channels,
+        rng=self.rng,
+        name=name + '_network')
+    return coupling_class.from_config(network, paired_shape, c, name=name)
 
   def step(self, paired_shape, network_size, context_channels, prefix):
     """[norm → 1×1 conv → coupling → swap], data → latent order."""
@@ -203,8 +147,9 @@ class _Builder:
   def flow_bijector(self):
     c = self.config
     steps = self.segment(
-        config_lib.parse_flow(c.flow), c.image_shape,
-        (c.filters, c.blocks, c.mixer), None, 'flow_')
+        flow_spec.parse_flow(c.flow), c.image_shape,
+        coupling_networks.NetworkSize(c.filters, c.blocks, c.mixer), None,
+        'flow_')
     if c.final_scale:
       steps.append(
           fb.ActNorm(
@@ -219,25 +164,7 @@ class _Builder:
 
   def dequantizer(self):
     c = self.config
-    if c.dequantizer == 'uniform':
-      return dequantization.UniformDequantizer(c.image_shape, dtype=self.dtype)
-    tokens = config_lib.parse_flow(c.dequantizer_flow)
-    layout = fb.SPLITS[tokens[0].split](
-        c.image_shape, name='dequantizer_context_layout')
-    context_net = self.context_network(layout.output_shape)
-    steps = self.segment(
-        tokens, c.image_shape,
-        (c.dequantizer_filters, c.dequantizer_blocks, c.dequantizer_mixer),
-        c.context_channels, 'dequantizer_')
-    flow = tfb.Chain(steps[::-1], name='dequantizer_flow')
-    return dequantization.VariationalDequantizer(
-        flow,
-        context_net,
-        layout,
-        c.image_shape,
-        c.num_levels,
-        squash=c.dequantizer_squash,
-        dtype=self.dtype)
+    return dequantization.DEQUANTIZERS[c.dequantizer].from_config(c, self)
 
 
 def build_model(config, validate_args=False):

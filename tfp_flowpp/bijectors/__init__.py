@@ -13,7 +13,7 @@ from tfp_flowpp.bijectors.additive_coupling import AdditiveCoupling
 from tfp_flowpp.bijectors.affine_coupling import AffineCoupling
 from tfp_flowpp.bijectors.conditioning import conditional_kwargs
 from tfp_flowpp.bijectors.coupling import CouplingBijector
-from tfp_flowpp.bijectors.coupling import counting_network_calls
+from tfp_flowpp.bijectors.couplings import COUPLINGS
 from tfp_flowpp.bijectors.factor_out import FactorOut
 from tfp_flowpp.bijectors.fused_log_det import FusedLogDetBijector
 from tfp_flowpp.bijectors.invertible_conv1x1 import InvertibleConv1x1
@@ -29,6 +29,7 @@ __all__ = [
     'ActNorm',
     'AdditiveCoupling',
     'AffineCoupling',
+    'COUPLINGS',
     'ChannelSplit',
     'CheckerboardSplit',
     'CouplingBijector',
@@ -41,5 +42,4 @@ __all__ = [
     'Squeeze',
     'StripeSplit',
     'conditional_kwargs',
-    'counting_network_calls',
 ]

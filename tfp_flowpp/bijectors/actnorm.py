@@ -1,20 +1,7 @@
 """Activation normalisation with data-dependent initialisation (Glow, §3.1).
 
-    y = x · exp(log_scale) + shift
-
-``log_scale`` and ``shift`` are per channel (Glow) or per element
-(``per_element=True``: one pair per (h, w, c), the "Norm" layer of the
-official Flow++ code). ``log|det J| = n · Σ log_scale`` with ``n = H·W`` per
-channel or ``1`` per element.
-
-Data-dependent initialisation: the first forward (data → latent) call sets
-the parameters so that this batch comes out with zero mean and unit variance
-per channel (or per element), and flips the non-trainable ``initialized``
-flag, which is checkpointed. It runs eagerly, under `tf.function` and XLA
-(a `tf.cond` on the flag) and under a `tf.distribute` strategy: in the
-cross-replica context (how `DiscreteImageFlow.initialize` is called by the
-trainer) the assignment updates every replica; inside a multi-replica
-``strategy.run`` the layer must already be initialised and says so.
+A per-channel (Glow) or per-element (Flow++) affine map whose first forward
+call standardises the data; see `ActNorm`.
 """
 
 import tensorflow as tf
@@ -28,7 +15,70 @@ __all__ = ['ActNorm']
 
 
 class ActNorm(tfb.Bijector):
-  """Affine normalisation ``y = x·exp(log_scale) + shift`` with data init."""
+  """Affine normalisation ``y = x·exp(log_scale) + shift`` with data init.
+
+  Activation normalisation [(Kingma & Dhariwal, 2018)][1], §3.1, on an
+  ``(H, W, C)`` event:
+
+  ```none
+  forward:  y = x · exp(log_scale) + shift
+  inverse:  x = (y − shift) · exp(−log_scale)
+  log|det ∂y/∂x| = n · Σ log_scale,   n = H·W per channel, 1 per element
+  ```
+
+  ``log_scale`` and ``shift`` have shape ``[C]`` (per channel, Glow) or,
+  with ``per_element=True``, ``[H, W, C]`` (the "Norm" layer of the official
+  Flow++ code [(Ho et al., 2019)][2]).
+
+  Data-dependent initialisation: the first forward (data → latent) call --
+  ``forward`` or ``forward_log_det_jacobian`` -- sets
+
+  ```none
+  log_scale = −½ log(Var[x] + epsilon),   shift = −E[x] · exp(log_scale)
+  ```
+
+  with moments over the batch and spatial axes (per channel) or the batch
+  axes only (per element), so that batch comes out with zero mean and unit
+  variance, and flips the non-trainable, checkpointed ``initialized`` flag.
+  The inverse direction never initialises. It works eagerly, under
+  `tf.function` and XLA (a `tf.cond` on the flag) and under a
+  `tf.distribute` strategy: in the cross-replica context (how
+  `DiscreteImageFlow.initialize` is called by the trainer) the assignment
+  updates every replica; inside a multi-replica ``strategy.run`` the layer
+  must already be initialised and an assertion says so.
+  `reset_initialization` re-arms it; ``data_init=False`` starts at the
+  identity and never initialises.
+
+  #### Examples
+
+  >>> import numpy as np
+  >>> import tensorflow as tf
+  >>> from tfp_flowpp import bijectors as fb
+  >>> x = 3. + 5. * tf.random.stateless_normal([64, 2, 2, 3], seed=[1, 2])
+  >>> norm = fb.ActNorm(event_shape=(2, 2, 3))
+  >>> z = norm.forward(x)  # The first forward call initialises.
+  >>> bool(norm.initialized)
+  True
+  >>> mean, variance = tf.nn.moments(z, axes=[0, 1, 2])
+  >>> np.allclose(mean, 0., atol=1e-5), np.allclose(variance, 1., atol=1e-4)
+  (True, True)
+  >>> ldj = norm.forward_log_det_jacobian(x, event_ndims=3)
+  >>> np.allclose(ldj, 2 * 2 * tf.reduce_sum(norm.log_scale))
+  True
+  >>> np.allclose(norm.inverse(tf.identity(z)), x, atol=1e-5)
+  True
+
+  #### References
+
+  [1]: Diederik P. Kingma and Prafulla Dhariwal. Glow: Generative Flow with
+       Invertible 1x1 Convolutions. In _Neural Information Processing
+       Systems_, 2018. https://arxiv.org/abs/1807.03039
+
+  [2]: Jonathan Ho, Xi Chen, Aravind Srinivas, Yan Duan and Pieter Abbeel.
+       Flow++: Improving Flow-Based Generative Models with Variational
+       Dequantization and Architecture Design. In _International Conference
+       on Machine Learning_, 2019. https://arxiv.org/abs/1902.00275
+  """
 
   def __init__(self,
                event_shape,
@@ -43,10 +93,12 @@ class ActNorm(tfb.Bijector):
     Args:
       event_shape: ``(H, W, C)``.
       per_element: one scale/shift per element instead of per channel.
-      data_init: initialise from the first batch (else identity).
+      data_init: initialise from the first forward batch (else start at the
+        identity).
       epsilon: added to the variance at initialisation.
       dtype: variable dtype.
-      validate_args: check shapes at run time.
+      validate_args: Python `bool`, passed to `tfb.Bijector` (event shapes
+        are checked at trace time either way).
       name: bijector name.
     """
     parameters = dict(locals())
@@ -80,7 +132,7 @@ class ActNorm(tfb.Bijector):
     return 1 if self._per_element else h * w
 
   def _maybe_initialize(self, x):
-    """Sets scale/shift from ``x`` the first time (see module docstring)."""
+    """Sets scale/shift from ``x`` the first time (see class docstring)."""
     if not self._data_init:
       return
     replica_context = tf.distribute.get_replica_context()

@@ -1,39 +1,15 @@
 """Base class for channel-half coupling bijectors (NICE / RealNVP / Flow++).
 
-A coupling layer leaves one half of its input untouched and transforms the
-other half elementwise with parameters predicted from the first half:
-
-    y_a = x_a
-    y_b = g(x_b; θ(x_a, context))
-
-so ``log|det ∂y/∂x| = Σ log|∂g/∂x_b|`` (Dinh et al. 2015, 2017). Images are
-kept in the *paired layout* produced by the split bijectors in `splits.py`:
-the conditioning half ``x_a`` is channels ``[:C/2]`` and the transformed half
-``x_b`` channels ``[C/2:]``, so a checkerboard, column-stripe or channel split
-all feed the same coupling code and the network only ever sees the half it
-conditions on (no masked, wasted computation).
-
-Efficiency: TFP calls ``_inverse`` and ``_inverse_log_det_jacobian``
-separately. A naive coupling therefore evaluates its network twice per
-``log_prob``. This base class computes the transform and its log-det together
-and hands the log-det to TFP's bijector cache as a *greedy attribute*
-(``BijectorCacheWithGreedyAttrs``, the mechanism `tfb.FFJORD` uses), so the
-network runs exactly once per direction per input tensor.
-
-Conditioning: keyword arguments ``context`` (a tensor, e.g. the variational
-dequantizer's features of the discrete image) and ``training`` (enables
-dropout) are accepted by every method and routed through `tfb.Chain` by
-bijector name (see `conditioning.conditional_kwargs`).
+One half of the event conditions an elementwise transform of the other; the
+math, layout, conditioning and subclassing rules are in `CouplingBijector`.
 """
-
-import contextlib
 
 import tensorflow as tf
 
 from tfp_flowpp.bijectors import fused_log_det
 from tfp_flowpp.bijectors import shapes
 
-__all__ = ['CouplingBijector', 'counting_network_calls']
+__all__ = ['CouplingBijector']
 
 sum_event = fused_log_det.sum_event
 
@@ -41,11 +17,96 @@ sum_event = fused_log_det.sum_event
 class CouplingBijector(fused_log_det.FusedLogDetBijector):
   """Abstract coupling on the channel halves of an image-shaped event.
 
-  Subclasses set ``params_per_channel`` and implement
+  A coupling layer [(Dinh et al., 2015)][1], [(Dinh et al., 2017)][2] leaves
+  one half of its input untouched and transforms the other half elementwise
+  with parameters θ that a network predicts from the first half (and an
+  optional context):
+
+  ```none
+  forward:  y_a = x_a,   y_b = g(x_b; θ),      θ = network(x_a, context)
+  inverse:  x_a = y_a,   x_b = g⁻¹(y_b; θ),    θ = network(y_a, context)
+  log|det ∂y/∂x| = Σ_{h,w,c} log|∂g(x_b; θ)/∂x_b|
+  ```
+
+  The Jacobian is block triangular with an identity block, so its log-det is
+  that of the elementwise ``g``; the network can be anything.
+
+  Layout: events are ``(H, W, C)`` in the *paired layout* produced by the
+  split bijectors (`StripeSplit`, `CheckerboardSplit`, `ChannelSplit`): the
+  conditioning half ``x_a`` is channels ``[:C/2]`` and the transformed half
+  ``x_b`` channels ``[C/2:]``. A checkerboard, column-stripe or channel split
+  therefore all feed the same coupling code, and the network only ever sees
+  the half it conditions on (no masked, wasted computation). Swap the halves
+  between couplings with a `tfb.Permute` of the channel axis.
+
+  Efficiency: the transform and its log-det come from one network evaluation
+  (`FusedLogDetBijector`), so the network runs exactly once per direction per
+  input tensor -- also under `tfd.TransformedDistribution.log_prob`, which
+  asks for ``inverse`` and ``inverse_log_det_jacobian`` separately.
+
+  Conditioning: every method accepts the keyword arguments ``context`` (a
+  ``[..., H, W, F_c]`` tensor, e.g. the variational dequantizer's features of
+  the discrete image) and ``training`` (enables dropout), and passes them to
+  the network. `tfb.Chain` routes keyword arguments by bijector name
+  (`conditional_kwargs` builds the nested dictionary), so conditional
+  couplings in one chain need unique names.
+
+  Subclasses set ``params_per_channel`` (P) and implement
   ``_coupling_forward(x_b, params) -> (y_b, fldj)`` and
   ``_coupling_inverse(y_b, params) -> (x_b, ildj)``, where ``params`` is the
-  network output reshaped to ``[..., H, W, C/2, params_per_channel]`` and the
-  log-dets are already summed over the event (shape = batch shape).
+  network output reshaped to ``[..., H, W, C/2, P]`` and the log-dets are
+  already summed over the event (shape = batch shape).
+
+  #### Examples
+
+  A coupling ``y_b = x_b · exp(h(x_a))`` (P = 1); its log-det matches the
+  brute-force Jacobian and the inverse undoes it:
+
+  >>> import numpy as np
+  >>> import tensorflow as tf
+  >>> from tfp_flowpp import bijectors as fb
+  >>> from tfp_flowpp import networks as fn
+  >>> class ScaleCoupling(fb.CouplingBijector):
+  ...   params_per_channel = 1
+  ...   def _coupling_forward(self, x_b, params):
+  ...     h = params[..., 0]
+  ...     return x_b * tf.exp(h), tf.reduce_sum(h, axis=[-3, -2, -1])
+  ...   def _coupling_inverse(self, y_b, params):
+  ...     h = params[..., 0]
+  ...     return y_b * tf.exp(-h), -tf.reduce_sum(h, axis=[-3, -2, -1])
+  >>> config = fn.GatedResNetConfig(filters=4, blocks=1, mixer='none')
+  >>> network = fn.FlowppCouplingNetwork(
+  ...     (2, 2, 1), 1, config, init_scale=1., rng=np.random.default_rng(0))
+  >>> coupling = ScaleCoupling(network, event_shape=(2, 2, 2))
+  >>> x = tf.random.stateless_normal([1, 2, 2, 2], seed=[1, 2])
+  >>> with tf.GradientTape() as tape:
+  ...   tape.watch(x)
+  ...   y = coupling.forward(x)
+  >>> jacobian = tf.reshape(tape.jacobian(y, x), [8, 8])
+  >>> np.allclose(coupling.forward_log_det_jacobian(x, event_ndims=3),
+  ...             np.linalg.slogdet(jacobian)[1], atol=1e-5)
+  True
+  >>> np.array_equal(y[..., :1], x[..., :1])  # x_a passes through.
+  True
+  >>> # A new tensor, so TFP's cache does not simply hand back x:
+  >>> np.allclose(coupling.inverse(tf.identity(y)), x, atol=1e-6)
+  True
+
+  #### References
+
+  [1]: Laurent Dinh, David Krueger and Yoshua Bengio. NICE: Non-linear
+       Independent Components Estimation. In _International Conference on
+       Learning Representations (workshop)_, 2015.
+       https://arxiv.org/abs/1410.8516
+
+  [2]: Laurent Dinh, Jascha Sohl-Dickstein and Samy Bengio. Density
+       Estimation using Real NVP. In _International Conference on Learning
+       Representations_, 2017. https://arxiv.org/abs/1605.08803
+
+  [3]: Jonathan Ho, Xi Chen, Aravind Srinivas, Yan Duan and Pieter Abbeel.
+       Flow++: Improving Flow-Based Generative Models with Variational
+       Dequantization and Architecture Design. In _International Conference
+       on Machine Learning_, 2019. https://arxiv.org/abs/1902.00275
   """
 
   params_per_channel = None  # Set by subclasses.
@@ -81,6 +142,48 @@ class CouplingBijector(fused_log_det.FusedLogDetBijector):
       self._half = event_shape[-1] // 2
       super().__init__(
           validate_args=validate_args, parameters=parameters, name=name)
+
+  @classmethod
+  def params_per_channel_from_config(cls, config):
+    """Network outputs per transformed channel for a `ModelConfig`.
+
+    The builder gives the coupling network ``(C/2)·P`` output channels with
+    ``P`` this number. Defaults to the class attribute ``params_per_channel``;
+    a coupling whose layout depends on the config (e.g. on ``components``)
+    overrides this.
+
+    Args:
+      config: a `ModelConfig` (only the fields this coupling uses are read).
+
+    Returns:
+      Python `int` ``P``.
+    """
+    del config
+    if cls.params_per_channel is None:
+      raise NotImplementedError(
+          f'{cls.__name__} must set params_per_channel or override '
+          'params_per_channel_from_config.')
+    return int(cls.params_per_channel)
+
+  @classmethod
+  def from_config(cls, network, event_shape, config, name):
+    """Builds the coupling a `ModelConfig` describes, around ``network``.
+
+    The default passes no config field; couplings with hyperparameters
+    (``components``, ``affine_scale``, ...) override this to read them.
+
+    Args:
+      network: the coupling network, built with
+        `params_per_channel_from_config` outputs per transformed channel.
+      event_shape: paired-layout ``(H, W, C)``.
+      config: a `ModelConfig`.
+      name: bijector name (routing key for ``context``/``training``).
+
+    Returns:
+      An instance of ``cls``.
+    """
+    del config
+    return cls(network, event_shape, name=name)
 
   @property
   def network(self):
@@ -129,42 +232,3 @@ class CouplingBijector(fused_log_det.FusedLogDetBijector):
 
   def _coupling_inverse(self, y_b, params):
     raise NotImplementedError
-
-
-class _CountingNetwork(tf.Module):
-  """A coupling network that appends to ``calls`` each time it is called."""
-
-  def __init__(self, network, calls):
-    super().__init__(name='counting_network')
-    self.network = network
-    self.calls = calls
-
-  def __call__(self, x, context=None, training=False):
-    self.calls.append(1)
-    return self.network(x, context=context, training=training)
-
-
-@contextlib.contextmanager
-def counting_network_calls(*modules):
-  """Counts coupling-network evaluations of the couplings in ``modules``.
-
-  Yields ``(couplings, calls)``: for each module, the list of its
-  `CouplingBijector`s (the module itself or its submodules), and a list that
-  gets one entry per network call made inside the block — per Python call,
-  i.e. per trace when the calls happen inside a `tf.function`, which is the
-  number of network evaluations in the traced graph. The networks are
-  restored on exit.
-  """
-  calls = []
-  couplings = [[
-      m for m in (module,) + tuple(module.submodules)
-      if isinstance(m, CouplingBijector)
-  ] for module in modules]
-  originals = [(c, c._network) for group in couplings for c in group]  # pylint: disable=protected-access
-  try:
-    for c, network in originals:
-      c._network = _CountingNetwork(network, calls)  # pylint: disable=protected-access
-    yield couplings, calls
-  finally:
-    for c, network in reversed(originals):
-      c._network = network  # pylint: disable=protected-access

@@ -1,20 +1,7 @@
 """Invertible 1×1 convolution, LU-parameterised (Glow, Kingma & Dhariwal 2018).
 
-Each pixel's channel vector is multiplied by a learned C×C matrix,
-
-    W = P · (L + I) · (U + diag(sign · exp(log_abs_diag)))
-
-with a fixed permutation ``P``, strictly lower ``L``, strictly upper ``U``
-and fixed signs. The log-det is ``H · W · Σ log_abs_diag``, O(C) instead of
-an O(C³) determinant, and ``W`` can never become singular. ``L``, ``U`` and
-``log_abs_diag`` live in one C×C variable ``lower_upper`` (below, above and
-on the diagonal), so the layer has exactly C² parameters like a plain 1×1
-convolution.
-
-``num_groups=2`` applies one independent (C/2)×(C/2) matrix to each channel
-half — the official Flow++ "Pointwise" layer, which mixes channels within
-each half of its (split) tuple. Initialisation: ``'noisy_identity'``
-(I + 0.001·N, official Flow++) or ``'orthogonal'`` (Glow).
+Per-pixel channel mixing by a learned matrix with an O(C) log-det; see
+`InvertibleConv1x1`.
 """
 
 import numpy as np
@@ -25,23 +12,88 @@ from tfp_flowpp.bijectors import shapes
 
 tfb = tfp.bijectors
 
-__all__ = ['InvertibleConv1x1']
+__all__ = ['INITS', 'InvertibleConv1x1']
 
-_INITS = ('noisy_identity', 'orthogonal')
+
+def _noisy_identity(size, rng):
+  """I + 0.001·N(0, 1) (official Flow++)."""
+  return np.eye(size) + 0.001 * rng.standard_normal((size, size))
+
+
+def _orthogonal(size, rng):
+  """A random orthogonal matrix, Q of the QR of a Gaussian (Glow)."""
+  return np.linalg.qr(rng.standard_normal((size, size)))[0]
+
+
+# ``init`` name -> function ``(size, rng) -> [size, size]`` initial matrix.
+INITS = {
+    'noisy_identity': _noisy_identity,
+    'orthogonal': _orthogonal,
+}
 
 
 def _initial_matrices(num_groups, size, init, rng):
-  mats = []
-  for _ in range(num_groups):
-    if init == 'noisy_identity':
-      mats.append(np.eye(size) + 0.001 * rng.standard_normal((size, size)))
-    else:
-      mats.append(np.linalg.qr(rng.standard_normal((size, size)))[0])
-  return np.stack(mats)
+  return np.stack([INITS[init](size, rng) for _ in range(num_groups)])
 
 
 class InvertibleConv1x1(tfb.Bijector):
-  """Per-pixel channel mixing with an LU-parameterised matrix."""
+  """Per-pixel channel mixing with an LU-parameterised matrix.
+
+  The invertible 1×1 convolution of [(Kingma & Dhariwal, 2018)][1], §3.2:
+  each pixel's channel vector is multiplied by a learned C×C matrix
+
+  ```none
+  W = P · (L + I) · (U + diag(sign · exp(log_abs_diag)))
+  forward:  y[h, w] = W x[h, w]
+  inverse:  x[h, w] = U'⁻¹ (L + I)⁻¹ Pᵀ y[h, w]    (U' = U + diag(...))
+  log|det ∂y/∂x| = H · W · Σ log_abs_diag
+  ```
+
+  with a fixed permutation ``P``, strictly lower ``L``, strictly upper ``U``
+  and fixed signs, all from the LU decomposition of the initial matrix. The
+  log-det is O(C) instead of an O(C³) determinant, ``W`` can never become
+  singular, and the inverse uses triangular solves (no general matrix
+  inverse). ``L``, ``U`` and ``log_abs_diag`` live in one C×C variable,
+  ``lower_upper`` (below, above and on the diagonal), so the layer has
+  exactly C² parameters, like a plain 1×1 convolution.
+
+  ``num_groups=2`` applies one independent (C/2)×(C/2) matrix to each
+  channel half -- the official Flow++ "Pointwise" layer
+  [(Ho et al., 2019)][2], which mixes channels within each half of its split
+  tuple. Initialisation: ``'noisy_identity'`` (I + 0.001·N(0, 1), official
+  Flow++) or ``'orthogonal'`` (the Q of a Gaussian matrix, Glow).
+
+  #### Examples
+
+  >>> import numpy as np
+  >>> import tensorflow as tf
+  >>> from tfp_flowpp import bijectors as fb
+  >>> conv = fb.InvertibleConv1x1(event_shape=(2, 2, 3), seed=0)
+  >>> _ = conv.lower_upper.assign_add(
+  ...     0.5 * tf.random.stateless_normal([1, 3, 3], seed=[3, 4]))
+  >>> weight = conv.weight()[0]
+  >>> x = tf.random.stateless_normal([5, 2, 2, 3], seed=[1, 2])
+  >>> y = conv.forward(x)
+  >>> np.allclose(y, tf.einsum('ij,nhwj->nhwi', weight, x), atol=1e-6)
+  True
+  >>> log_abs_det = np.linalg.slogdet(weight)[1]
+  >>> np.allclose(conv.forward_log_det_jacobian(x, event_ndims=3),
+  ...             2 * 2 * log_abs_det, atol=1e-5)
+  True
+  >>> np.allclose(conv.inverse(tf.identity(y)), x, atol=1e-5)
+  True
+
+  #### References
+
+  [1]: Diederik P. Kingma and Prafulla Dhariwal. Glow: Generative Flow with
+       Invertible 1x1 Convolutions. In _Neural Information Processing
+       Systems_, 2018. https://arxiv.org/abs/1807.03039
+
+  [2]: Jonathan Ho, Xi Chen, Aravind Srinivas, Yan Duan and Pieter Abbeel.
+       Flow++: Improving Flow-Based Generative Models with Variational
+       Dequantization and Architecture Design. In _International Conference
+       on Machine Learning_, 2019. https://arxiv.org/abs/1902.00275
+  """
 
   def __init__(self,
                event_shape,
@@ -57,16 +109,17 @@ class InvertibleConv1x1(tfb.Bijector):
       event_shape: ``(H, W, C)``.
       num_groups: independent matrices over ``num_groups`` channel groups.
       init: ``'noisy_identity'`` or ``'orthogonal'``.
-      seed: int seed for the initial matrix (NumPy), or None.
+      seed: int seed for the initial matrix (NumPy), or None (fresh).
       dtype: variable dtype.
-      validate_args: check shapes at run time.
+      validate_args: Python `bool`, passed to `tfb.Bijector` (event shapes
+        are checked at trace time either way).
       name: bijector name.
     """
     parameters = dict(locals())
     self._event_shape_tuple = tuple(int(d) for d in event_shape)
     channels = self._event_shape_tuple[-1]
-    if init not in _INITS:
-      raise ValueError(f'init must be one of {_INITS}, got {init!r}.')
+    if init not in INITS:
+      raise ValueError(f'init must be one of {tuple(INITS)}, got {init!r}.')
     if channels % num_groups:
       raise ValueError(f'{channels} channels do not split into {num_groups} '
                        'groups.')

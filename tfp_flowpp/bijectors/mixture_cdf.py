@@ -1,32 +1,11 @@
 """Log-space mixture-of-logistics CDF and its inverse (Flow++, Ho et al. 2019, §3.2).
 
-For a K-component mixture with log-weights ``log π`` (``logits`` after
-``log_softmax``), means ``μ`` and log-scales ``log s`` the elementwise CDF is
-
-    F(x) = Σ_k π_k σ((x − μ_k) / s_k).
-
-The Flow++ coupling needs ``logit(F(x))`` and ``d/dx logit(F(x))``. Both are
-computed here purely from log-sigmoids and softplus terms,
-
-    log F(x)     = logsumexp_k(log π_k − softplus(−z_k))
-    log (1−F(x)) = logsumexp_k(log π_k − softplus(z_k))
-    log f(x)     = logsumexp_k(log π_k − log s_k − softplus(z_k) − softplus(−z_k))
-    logit F(x)   = log F(x) − log(1 − F(x))
-    log |d logit F / dx| = log f − log F − log(1 − F)
-
-with ``z_k = (x − μ_k) / s_k``, so they stay finite for every finite ``x``: the
-official code computes ``log(1/F − 1)`` from ``F`` itself, which rounds to
-±inf in float32 once ``|logit F|`` exceeds ~17.
-
-The inverse solves ``logit F(x) = t``. Since ``F`` is a convex combination of
-logistic CDFs, ``min_k z_k ≤ logit F(x) ≤ max_k z_k``, hence the root lies in
-the exact, cheap bracket
-
-    [min_k(μ_k + s_k t), max_k(μ_k + s_k t)],
-
-which we hand to TFP's vectorised Chandrupatla root finder. A fixed-step
-bisection (the official method: bounds μ ∓ 200·Σ s, up to 200 halvings until
-max |Δx| < 1e-12) is kept for reference and benchmarking.
+``logit F`` of a K-component logistic mixture and its log-derivative from
+softplus terms only (`mixture_logistic_terms`), and the root of
+``logit F(x) = t`` on an exact bracket with TFP's Chandrupatla root finder
+and implicit gradients (`invert_mixture_logistic_logit_cdf`).
+The official fixed-step bisection (the benchmarks' baseline) lives in
+bench/_mixture_bisection.py.
 """
 
 import collections
@@ -40,7 +19,6 @@ __all__ = [
     'mixture_logistic_terms',
     'mixture_logistic_logit_cdf',
     'invert_mixture_logistic_logit_cdf',
-    'bisection_invert_mixture_logistic_logit_cdf',
     'InversionResult',
 ]
 
@@ -55,6 +33,30 @@ InversionResult = collections.namedtuple('InversionResult',
 def mixture_logistic_terms(x, log_weights, means, log_scales):
   """Returns ``logit F(x)`` and ``log |d logit F(x) / dx|``.
 
+  For a K-component mixture with log-weights ``log π`` (``logits`` after
+  ``log_softmax``), means ``μ`` and log-scales ``log s``, elementwise
+
+  ```none
+  F(x) = Σ_k π_k sigmoid(z_k),   z_k = (x − μ_k) / s_k
+  ```
+
+  [(Ho et al., 2019)][1], §3.2. Both outputs are computed from softplus
+  terms only,
+
+  ```none
+  log F(x)       = logsumexp_k(log π_k − softplus(−z_k))
+  log(1 − F(x))  = logsumexp_k(log π_k − softplus(z_k))
+  log f(x)       = logsumexp_k(log π_k − log s_k − softplus(z_k)
+                               − softplus(−z_k))
+  logit F(x)     = log F(x) − log(1 − F(x))
+  log|d logit F / dx| = log f − log F − log(1 − F)
+  ```
+
+  so they stay finite for every finite ``x``. The official code computes
+  ``logit F = −log(1/F − 1)`` from ``F = exp(log F)`` itself, which in
+  float32 is +inf once ``logit F`` exceeds ~17 (F rounds to 1) and −inf once
+  it is below ~−88 (F underflows).
+
   Args:
     x: float `Tensor` of shape `S`.
     log_weights: `Tensor` of shape `S + [K]`, normalised (``log_softmax``).
@@ -63,6 +65,39 @@ def mixture_logistic_terms(x, log_weights, means, log_scales):
 
   Returns:
     `MixtureLogisticTerms` with both fields of shape `S`.
+
+  #### Examples
+
+  Far in the right tail the naive formula overflows; the log-space one
+  keeps ``logit F(40) ≈ z_1 − log π_1 = 41 + 1.204``:
+
+  >>> import numpy as np
+  >>> import tensorflow as tf
+  >>> from tfp_flowpp.bijectors import mixture_cdf
+  >>> x = tf.constant([-3., 0.5, 40.])
+  >>> log_weights = tf.math.log(tf.constant([[0.3, 0.7]] * 3))
+  >>> means = tf.constant([[-1., 2.]] * 3)
+  >>> log_scales = tf.constant([[0., -1.]] * 3)
+  >>> with tf.GradientTape() as tape:
+  ...   tape.watch(x)
+  ...   terms = mixture_cdf.mixture_logistic_terms(
+  ...       x, log_weights, means, log_scales)
+  >>> print(np.round(terms.logit_cdf.numpy(), 3))
+  [-3.294 -1.062 42.204]
+  >>> cdf = tf.reduce_sum(tf.exp(log_weights) * tf.sigmoid(
+  ...     (x[:, None] - means) / tf.exp(log_scales)), axis=-1)
+  >>> print(np.round(-tf.math.log(1. / cdf - 1.).numpy(), 3))
+  [-3.294 -1.062    inf]
+  >>> np.allclose(tf.exp(terms.log_derivative),
+  ...             tape.gradient(terms.logit_cdf, x))
+  True
+
+  #### References
+
+  [1]: Jonathan Ho, Xi Chen, Aravind Srinivas, Yan Duan and Pieter Abbeel.
+       Flow++: Improving Flow-Based Generative Models with Variational
+       Dequantization and Architecture Design. In _International Conference
+       on Machine Learning_, 2019. https://arxiv.org/abs/1902.00275
   """
   z = (x[..., tf.newaxis] - means) * tf.exp(-log_scales)
   softplus_z = tf.nn.softplus(z)
@@ -76,7 +111,33 @@ def mixture_logistic_terms(x, log_weights, means, log_scales):
 
 
 def mixture_logistic_logit_cdf(x, log_weights, means, log_scales):
-  """``logit F(x)`` alone (the objective of the inverse)."""
+  """``logit F(x)`` alone (the objective of the inverse).
+
+  ``logit F(x) = log F(x) − log(1 − F(x))`` for
+  ``F(x) = Σ_k π_k sigmoid((x − μ_k) / s_k)``, computed in log space as in
+  `mixture_logistic_terms` (same arguments).
+
+  #### Examples
+
+  One standard logistic component: ``logit F`` is the identity, even where
+  ``F`` itself rounds to 0 or 1:
+
+  >>> import numpy as np
+  >>> import tensorflow as tf
+  >>> from tfp_flowpp.bijectors import mixture_cdf
+  >>> x = tf.constant([-200., 0.5, 30.])
+  >>> zeros = tf.zeros([3, 1])
+  >>> logit_cdf = mixture_cdf.mixture_logistic_logit_cdf(x, zeros, zeros, zeros)
+  >>> np.allclose(logit_cdf, x)
+  True
+
+  #### References
+
+  [1]: Jonathan Ho, Xi Chen, Aravind Srinivas, Yan Duan and Pieter Abbeel.
+       Flow++: Improving Flow-Based Generative Models with Variational
+       Dequantization and Architecture Design. In _International Conference
+       on Machine Learning_, 2019. https://arxiv.org/abs/1902.00275
+  """
   return mixture_logistic_terms(x, log_weights, means, log_scales).logit_cdf
 
 
@@ -107,6 +168,29 @@ def invert_mixture_logistic_logit_cdf(target,
                                       max_iterations=100):
   """Solves ``logit F(x) = target`` with `tfp.math.find_root_chandrupatla`.
 
+  The inverse of the Flow++ coupling [(Ho et al., 2019)][1]. Since ``F`` is
+  a convex combination of logistic CDFs,
+  ``min_k z_k ≤ logit F(x) ≤ max_k z_k`` with ``z_k = (x − μ_k) / s_k``, so
+  the root of ``logit F(x) = t`` lies in the exact, cheap bracket
+
+  ```none
+  [min_k(μ_k + s_k t), max_k(μ_k + s_k t)],
+  ```
+
+  which is handed to TFP's vectorised Chandrupatla root finder [2] on the
+  logit-space objective, with the parameters' gradients stopped. The root
+  ``x*`` then gets implicit-function gradients: with
+  ``g(x) = logit F(x) − t``,
+
+  ```none
+  x = x* − (g(x*) − stop(g(x*))) / stop(g'(x*))
+  ```
+
+  has the value ``x*`` and, by the implicit function theorem, the exact
+  gradient ``dx*/dθ = −(∂g/∂θ) / g'(x*)`` with respect to ``target`` and
+  the mixture parameters. (The official code bisects in CDF space from
+  ``μ ∓ 200·Σ s``, up to 200 halvings, without gradients.)
+
   Args:
     target: float `Tensor` of shape `S`.
     log_weights, means, log_scales: `Tensor`s of shape `S + [K]`.
@@ -118,6 +202,43 @@ def invert_mixture_logistic_logit_cdf(target,
   Returns:
     `InversionResult(x, num_iterations)`; ``x`` carries implicit gradients
     with respect to ``target`` and the mixture parameters.
+
+  #### Examples
+
+  Inverts the log-space ``logit F`` and differentiates through the root:
+  ``dx/dt = 1 / (d logit F / dx)``.
+
+  >>> import numpy as np
+  >>> import tensorflow as tf
+  >>> from tfp_flowpp.bijectors import mixture_cdf
+  >>> x = tf.constant([-3., 0.5, 40.])
+  >>> log_weights = tf.math.log(tf.constant([[0.3, 0.7]] * 3))
+  >>> means = tf.constant([[-1., 2.]] * 3)
+  >>> log_scales = tf.constant([[0., -1.]] * 3)
+  >>> terms = mixture_cdf.mixture_logistic_terms(
+  ...     x, log_weights, means, log_scales)
+  >>> target = terms.logit_cdf
+  >>> with tf.GradientTape() as tape:
+  ...   tape.watch(target)
+  ...   result = mixture_cdf.invert_mixture_logistic_logit_cdf(
+  ...       target, log_weights, means, log_scales)
+  >>> np.allclose(result.x, x)
+  True
+  >>> np.allclose(tape.gradient(result.x, target),
+  ...             tf.exp(-terms.log_derivative))
+  True
+
+  #### References
+
+  [1]: Jonathan Ho, Xi Chen, Aravind Srinivas, Yan Duan and Pieter Abbeel.
+       Flow++: Improving Flow-Based Generative Models with Variational
+       Dequantization and Architecture Design. In _International Conference
+       on Machine Learning_, 2019. https://arxiv.org/abs/1902.00275
+
+  [2]: Tirupathi R. Chandrupatla. A new hybrid quadratic/bisection
+       algorithm for finding the zero of a nonlinear function without using
+       derivatives. _Advances in Engineering Software_, 28(3):145-149, 1997.
+       (As cited by `tfp.math.find_root_chandrupatla`.)
   """
   dtype = target.dtype
   if position_tolerance is None:
@@ -148,40 +269,3 @@ def invert_mixture_logistic_logit_cdf(target,
                               log_scales)
   return InversionResult(
       x=x, num_iterations=tf.reduce_max(result.num_iterations))
-
-
-def bisection_invert_mixture_logistic_logit_cdf(target,
-                                                log_weights,
-                                                means,
-                                                log_scales,
-                                                tolerance=1e-12,
-                                                max_iterations=200,
-                                                bounds_scale=200.):
-  """The official code's fixed bisection, on the same logit-space objective.
-
-  Bounds ``min μ − 200 Σ s`` and ``max μ + 200 Σ s``; halves until the largest
-  update is below ``tolerance`` or ``max_iterations`` steps. Kept as the
-  baseline the benchmarks compare Chandrupatla against.
-  """
-  target = tf.stop_gradient(target)
-  sum_scales = tf.reduce_sum(tf.exp(log_scales), axis=-1, keepdims=True)
-  low = tf.reduce_min(means - bounds_scale * sum_scales, axis=-1)
-  high = tf.reduce_max(means + bounds_scale * sum_scales, axis=-1)
-  x0 = tf.zeros_like(target)
-
-  def body(i, x, low, high, _):
-    too_high = mixture_logistic_logit_cdf(x, log_weights, means,
-                                          log_scales) > target
-    new_x = tf.where(too_high, (x + low) / 2, (x + high) / 2)
-    new_low = tf.where(too_high, low, x)
-    new_high = tf.where(too_high, x, high)
-    return i + 1, new_x, new_low, new_high, tf.reduce_max(tf.abs(new_x - x))
-
-  def cond(i, x, low, high, diff):
-    del x, low, high
-    return tf.logical_and(i < max_iterations, diff > tolerance)
-
-  iterations, x, _, _, _ = tf.while_loop(
-      cond, body,
-      (tf.constant(0), x0, low, high, tf.constant(float('inf'), target.dtype)))
-  return InversionResult(x=x, num_iterations=iterations)

@@ -1,9 +1,4 @@
-"""Squeeze: space-to-depth (RealNVP §3.6, Glow, Flow++).
-
-Trades spatial resolution for channels: ``[H, W, C] → [H/f, W/f, f²·C]``
-with `tf.nn.space_to_depth` (f = 2 by default). A permutation, so the
-log-det is zero. Inverse: `tf.nn.depth_to_space`.
-"""
+"""Squeeze: space-to-depth (RealNVP §3.6, Glow, Flow++); see `Squeeze`."""
 
 import tensorflow as tf
 
@@ -18,13 +13,66 @@ def _as_4d(x):
 
 
 class Squeeze(rearrangement.Rearrangement):
-  """Space-to-depth with block size ``factor``."""
+  """Space-to-depth with block size ``factor``.
+
+  The squeeze of RealNVP [(Dinh et al., 2017)][1], §3.6, also used by Glow
+  [(Kingma & Dhariwal, 2018)][2] and Flow++ [(Ho et al., 2019)][3]: trades
+  spatial resolution for channels, ``[H, W, C] → [H/f, W/f, f²·C]``, with
+  `tf.nn.space_to_depth` (``f = factor``, 2 by default):
+
+  ```none
+  forward:  y[i, j, (a·f + b)·C + c] = x[f·i + a, f·j + b, c]
+  inverse:  tf.nn.depth_to_space
+  log|det ∂y/∂x| = 0        (a permutation)
+  ```
+
+  #### Examples
+
+  >>> import numpy as np
+  >>> import tensorflow as tf
+  >>> from tfp_flowpp import bijectors as fb
+  >>> x = tf.reshape(tf.range(16.), [1, 4, 4, 1])  # x[0, i, j, 0] = 4i + j
+  >>> squeeze = fb.Squeeze(event_shape=(4, 4, 1))
+  >>> squeeze.output_shape
+  (2, 2, 4)
+  >>> y = squeeze.forward(x)
+  >>> y[0, 0, 0].numpy().astype(int).tolist()  # The top-left 2×2 block.
+  [0, 1, 4, 5]
+  >>> np.array_equal(squeeze.inverse(tf.identity(y)), x)
+  True
+
+  #### References
+
+  [1]: Laurent Dinh, Jascha Sohl-Dickstein and Samy Bengio. Density
+       Estimation using Real NVP. In _International Conference on Learning
+       Representations_, 2017. https://arxiv.org/abs/1605.08803
+
+  [2]: Diederik P. Kingma and Prafulla Dhariwal. Glow: Generative Flow with
+       Invertible 1x1 Convolutions. In _Neural Information Processing
+       Systems_, 2018. https://arxiv.org/abs/1807.03039
+
+  [3]: Jonathan Ho, Xi Chen, Aravind Srinivas, Yan Duan and Pieter Abbeel.
+       Flow++: Improving Flow-Based Generative Models with Variational
+       Dequantization and Architecture Design. In _International Conference
+       on Machine Learning_, 2019. https://arxiv.org/abs/1902.00275
+  """
 
   def __init__(self,
                event_shape,
                factor=2,
                validate_args=False,
                name='squeeze'):
+    """Creates the squeeze.
+
+    Args:
+      event_shape: ``(H, W, C)`` with ``H`` and ``W`` divisible by ``factor``.
+      factor: block size ``f``.
+      validate_args: Python `bool`, passed to `tfb.Bijector`.
+      name: bijector name.
+
+    Raises:
+      ValueError: if ``factor`` does not divide ``H`` and ``W``.
+    """
     parameters = dict(locals())
     h, w, c = (int(d) for d in event_shape)
     if h % factor or w % factor:

@@ -1,17 +1,31 @@
 """`DataConfig`: everything that decides which images a model sees.
 
 Each field carries a ``metadata={'help': ...}`` text so that a command-line
-tool can generate one flag per field (see `config_fields`). The config is
-frozen and validated on construction: a bad value raises `DataError` at once
-rather than deep inside a training run.
+tool can generate one flag per field (``dataclasses.fields(DataConfig)``).
+The config is frozen and validated on construction: a bad value raises
+`DataError` at once rather than deep inside a training run.
+
+`DATASETS` lists the forms of the ``dataset`` string; it is that field's help
+and what errors about an unknown dataset quote.
 """
 
 import dataclasses
 import numbers
 
+from tfp_flowpp.data import idx
 from tfp_flowpp.data.errors import DataError
 
-__all__ = ['DataConfig', 'config_fields']
+__all__ = ['DATASETS', 'DataConfig']
+
+DATASETS = (
+    "'digits' (default: scikit-learn's 1,797 8x8 digits, 17 levels, no "
+    "download); 'idx:DIR' (MNIST-style IDX files, gz or raw); 'folder:DIR' "
+    "(PNG/JPEG images, class subfolders optional); 'npz:FILE' (uint8 "
+    "'images' [N,H,W(,C)], optional 'labels', 'test_images'); "
+    "'fashion_mnist' or 'mnist' (TFDS if prepared, else Debian's "
+    f"{idx.DEBIAN_FASHION_MNIST_DIR} for fashion_mnist); or any TFDS image "
+    "dataset name, e.g. cifar10, imagenet_resized/32x32, "
+    "imagenet_resized/64x64, celeb_a, downsampled_imagenet/64x64.")
 
 
 def _help(default, text):
@@ -22,13 +36,7 @@ def _help(default, text):
 class DataConfig:
   """Which data set to load and how to split, reduce and batch it."""
 
-  dataset: str = _help(
-      'digits',
-      "Data source: 'digits' (built-in 8x8 scikit-learn digits), 'idx:DIR' "
-      "(MNIST-style IDX files), 'folder:DIR' (PNG/JPEG images, optionally in "
-      "class subfolders), 'npz:FILE' (uint8 array 'images'), or a TFDS name "
-      "such as cifar10, mnist, fashion_mnist, imagenet_resized/32x32, "
-      "celeb_a.")
+  dataset: str = _help('digits', f'Data source: {DATASETS}')
   data_dir: str | None = _help(
       None, 'TFDS data directory holding prepared data sets (default: the '
       'TFDS default, ~/tensorflow_datasets).')
@@ -79,12 +87,6 @@ class DataConfig:
       raise DataError(f'seed must be a non-negative integer, got '
                       f'{self.seed!r}.')
     object.__setattr__(self, 'seed', int(self.seed))
-
-
-def config_fields():
-  """Returns ``[(name, default, help)]`` for every `DataConfig` field."""
-  return [(f.name, f.default, f.metadata['help'])
-          for f in dataclasses.fields(DataConfig)]
 
 
 def _is_int(value):

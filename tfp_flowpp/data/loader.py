@@ -1,13 +1,16 @@
-"""`load_dataset`: turns a `DataConfig` into an `ImageDataset`.
+"""The two ways to an `ImageDataset`: `load_dataset` and `from_arrays`.
 
-The ``dataset`` string picks the source (see `DATASETS`). In-memory sources
-all go through the same steps, in this order: keep ``classes``, center-crop
-and resize to ``image_size``, reduce to ``num_bits``, then split
+`load_dataset(config)` reads the source the ``dataset`` string names (see
+`DATASETS`); `from_arrays` takes numpy arrays already in memory. In-memory
+data all goes through the same steps, in this order: keep ``classes``,
+center-crop and resize to ``image_size``, reduce to ``num_bits``, then split
 deterministically (`splits.split_indices`).
 """
 
 import logging
 import os
+
+import numpy as np
 
 from tfp_flowpp.data import digits
 from tfp_flowpp.data import idx
@@ -15,24 +18,17 @@ from tfp_flowpp.data import image_folder
 from tfp_flowpp.data import npz
 from tfp_flowpp.data import pipeline
 from tfp_flowpp.data import splits as splits_lib
+from tfp_flowpp.data import streaming
 from tfp_flowpp.data import tfds_source
 from tfp_flowpp.data import transforms
+from tfp_flowpp.data.config import DATASETS
 from tfp_flowpp.data.config import DataConfig
 from tfp_flowpp.data.errors import DataError
+from tfp_flowpp.data.raw_data import checked_raw_data
 
-__all__ = ['DATASETS', 'load_dataset', 'load_raw']
+__all__ = ['from_arrays', 'load_dataset', 'load_raw']
 
 _LOG = logging.getLogger(__name__)
-
-DATASETS = (
-    "'digits' (default: scikit-learn's 1,797 8x8 digits, 17 levels, no "
-    "download); 'idx:DIR' (MNIST-style IDX files, gz or raw); 'folder:DIR' "
-    "(PNG/JPEG images, class subfolders optional); 'npz:FILE' (uint8 "
-    "'images' [N,H,W(,C)], optional 'labels', 'test_images'); "
-    "'fashion_mnist' or 'mnist' (TFDS if prepared, else Debian's "
-    f"{idx.DEBIAN_FASHION_MNIST_DIR} for fashion_mnist); or any TFDS image "
-    "dataset name, e.g. cifar10, imagenet_resized/32x32, "
-    "imagenet_resized/64x64, celeb_a, downsampled_imagenet/64x64.")
 
 _PATH_KINDS = ('idx', 'folder', 'npz')
 
@@ -102,8 +98,63 @@ def load_dataset(config=None):
   raw = load_raw(config)
   if isinstance(raw, tfds_source.TfdsSource):
     if not raw.fits_in_memory():
-      return raw.to_streaming_dataset()
+      return streaming.streaming_dataset(raw)
     raw = raw.to_raw()
+  return dataset_from_raw(raw, config)
+
+
+def from_arrays(images,
+                labels=None,
+                *,
+                num_levels=256,
+                test_images=None,
+                test_labels=None,
+                class_names=None,
+                name='arrays',
+                config=None):
+  """An `ImageDataset` of numpy arrays already in memory (your own data).
+
+  The arrays get the checks of an ``npz:FILE`` source and then the same
+  steps as every in-memory source (classes, crop/resize, bit reduction,
+  deterministic split)::
+
+    ds = data.from_arrays(images, labels, config=data.DataConfig(
+        validation_size=500, classes=(3,)))
+    training.Trainer(model_config, ds.config, train_config, workdir,
+                     dataset=ds).run()
+
+  Args:
+    images: uint8 ``[N, H, W]`` or ``[N, H, W, C]``, values in
+      ``[0, num_levels)``.
+    labels: Integer ``[N]`` labels, or None (``config.classes`` needs them).
+    num_levels: Pixel levels of ``images`` (256 for 8-bit data).
+    test_images: An official test split of the same image shape, or None:
+      then ``config.test_size`` images are held out of ``images``.
+    test_labels: Labels of ``test_images``; given exactly when ``labels`` is.
+    class_names: Names indexed by label, or None.
+    name: Data set name (messages, figure titles).
+    config: `DataConfig` for ``classes``, ``image_size``, ``num_bits``,
+      ``validation_size``, ``test_size``, ``horizontal_flip`` and ``seed``
+      (its ``dataset`` and ``data_dir`` are not used); default
+      ``DataConfig()``.
+
+  Returns:
+    An `ImageDataset` whose ``config`` is ``config``.
+
+  Raises:
+    DataError: bad arrays or a config they do not fit, with a one-line
+      message.
+  """
+  if config is None:
+    config = DataConfig()
+  if not isinstance(config, DataConfig):
+    raise DataError(f'from_arrays needs a DataConfig, got '
+                    f'{type(config).__name__}.')
+  raw = checked_raw_data(
+      name, images, labels, num_levels=num_levels, class_names=class_names,
+      test_images=test_images, test_labels=test_labels,
+      fix='pass uint8 images [N, H, W] or [N, H, W, C] and one integer label '
+      'per image.')
   return dataset_from_raw(raw, config)
 
 
@@ -114,6 +165,11 @@ def dataset_from_raw(raw, config):
                                          name)
   images, labels = transforms.filter_classes(
       raw.images, raw.labels, config.classes, name, raw.class_names)
+  paths = None
+  if raw.paths is not None:
+    paths, _ = transforms.filter_classes(
+        np.asarray(raw.paths, np.str_), raw.labels, config.classes, name,
+        raw.class_names)
   test_images, test_labels = raw.test_images, raw.test_labels
   if test_images is not None and config.classes:
     test_images, test_labels = transforms.filter_classes(
@@ -139,7 +195,8 @@ def dataset_from_raw(raw, config):
   def subset(split):
     i = indices[split]
     return pipeline.ArraySplit(images[i],
-                               None if labels is None else labels[i])
+                               None if labels is None else labels[i],
+                               None if paths is None else paths[i])
 
   backends = {'train': subset('train'), 'validation': subset('validation')}
   if test_images is not None:

@@ -20,7 +20,7 @@ import zipfile
 import numpy as np
 
 from tfp_flowpp.data.errors import DataError
-from tfp_flowpp.data.raw_data import RawData, as_image_batch, as_labels
+from tfp_flowpp.data.raw_data import checked_raw_data
 
 __all__ = ['load_npz']
 
@@ -61,14 +61,13 @@ def load_npz(path, name=None):
   except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
     raise DataError(f'cannot read npz file {path} ({type(e).__name__}: {e}); '
                     f'save it again with np.savez(FILE, images=...).') from None
-  fix = f'save {path} with np.savez(FILE, images=uint8 [N, H, W(, C)] ...)'
+  fix = (f'save {path} with np.savez(FILE, images=uint8 [N, H, W(, C)] '
+         '...).')
   key = _first(_IMAGE_KEYS, arrays)
   if key is None:
     raise DataError(f'npz file {path} has no images array: its keys are '
                     f'{sorted(arrays) or "(none)"}, expected one of '
-                    f'{list(_IMAGE_KEYS)}; {fix}.')
-  images = as_image_batch(arrays[key], f'{path}[{key!r}]', fix + '.')
-
+                    f'{list(_IMAGE_KEYS)}; {fix}')
   num_levels = 256
   if 'num_levels' in arrays:
     value = arrays['num_levels']
@@ -77,34 +76,22 @@ def load_npz(path, name=None):
       raise DataError(f'{path}[\'num_levels\'] must be an integer scalar in '
                       f'2..256, got {value!r}.')
     num_levels = int(value)
-
-  labels = None
   label_key = _first(_LABEL_KEYS, arrays)
-  if label_key is not None:
-    labels = as_labels(arrays[label_key], len(images),
-                       f'{path}[{label_key!r}]', fix + '.')
-
-  test_images = test_labels = None
   test_key = _first(_TEST_IMAGE_KEYS, arrays)
-  if test_key is not None:
-    test_images = as_image_batch(arrays[test_key], f'{path}[{test_key!r}]',
-                                 fix + '.')
-    if test_images.shape[1:] != images.shape[1:]:
-      raise DataError(f'{path}: {test_key!r} images are '
-                      f'{test_images.shape[1:]} but {key!r} images are '
-                      f'{images.shape[1:]}; save arrays of one shape.')
-    test_label_key = _first(_TEST_LABEL_KEYS, arrays)
-    if test_label_key is not None:
-      test_labels = as_labels(arrays[test_label_key], len(test_images),
-                              f'{path}[{test_label_key!r}]', fix + '.')
-    if (labels is None) != (test_labels is None):
-      raise DataError(f'{path} has labels for only one of the train and test '
-                      f'images; save both or neither.')
-
-  for what, a in (('images', images), ('test images', test_images)):
-    if a is not None and num_levels < 256 and a.max() >= num_levels:
-      raise DataError(f'{path}: {what} have value {a.max()} but num_levels '
-                      f'is {num_levels}; fix the data or num_levels.')
-  return RawData(name=name, images=images, labels=labels,
-                 num_levels=num_levels, test_images=test_images,
-                 test_labels=test_labels)
+  # Test labels only count next to test images.
+  test_label_key = test_key and _first(_TEST_LABEL_KEYS, arrays)
+  where = {
+      'images': key,
+      'labels': label_key or 'labels',
+      'test_images': test_key or 'test_images',
+      'test_labels': test_label_key or 'test_labels'
+  }
+  return checked_raw_data(
+      name,
+      arrays[key],
+      arrays.get(label_key),
+      num_levels=num_levels,
+      test_images=arrays.get(test_key),
+      test_labels=arrays.get(test_label_key),
+      where={k: f'{path}[{v!r}]' for k, v in where.items()},
+      fix=fix)

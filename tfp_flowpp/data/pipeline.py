@@ -2,8 +2,8 @@
 
 A data set is a handful of named splits (``'train'``, ``'validation'``,
 ``'test'``). Each split is held by a backend: `ArraySplit` (numpy in memory,
-used by every source small enough) or the streaming TFDS backend in
-`tfds_source`. Both give the same guarantees:
+used by every source small enough) or `streaming.StreamSplit` (big TFDS
+data). Both give the same guarantees:
 
 * Epoch ``e`` of training visits the examples in an order fixed by
   ``(seed, e)``; global batch ``k`` is batch ``k % steps_per_epoch`` of epoch
@@ -54,9 +54,10 @@ class ArraySplit:
 
   streaming = False
 
-  def __init__(self, images, labels=None):
+  def __init__(self, images, labels=None, paths=None):
     self._images = images
     self._labels = labels
+    self._paths = paths
 
   @property
   def num_examples(self):
@@ -67,6 +68,9 @@ class ArraySplit:
 
   def labels(self):
     return self._labels
+
+  def paths(self):
+    return self._paths
 
   def train_stream(self, batch_size, steps_per_epoch, start_step, seed):
     """Infinite ``(global_step, batch)`` dataset starting at ``start_step``.
@@ -108,8 +112,8 @@ class ArraySplit:
 class ImageDataset:
   """A loaded image data set: metadata plus train/eval batch pipelines.
 
-  Build one with `tfp_flowpp.data.load_dataset`. Pixel values are integers in
-  ``[0, num_levels)`` stored as uint8.
+  Build one with `tfp_flowpp.data.load_dataset` (or `from_arrays`). Pixel
+  values are integers in ``[0, num_levels)`` stored as uint8.
 
   Attributes:
     name: Short data set name, e.g. ``'digits'``.
@@ -172,6 +176,16 @@ class ImageDataset:
       raise DataError(f'{self.name!r} streams from TFDS, so labels({split!r}) '
                       f'is unavailable.')
     return backend.labels()
+
+  def paths(self, split):
+    """Source file of each image of ``split`` (aligned with `arrays`).
+
+    Returns:
+      A string array ``[N]`` for sources read from image files
+      (``folder:DIR``), None for every other source.
+    """
+    paths = getattr(self._split(split), 'paths', None)
+    return None if paths is None else paths()
 
   def steps_per_epoch(self, batch_size):
     """Training batches per epoch (the last partial batch is dropped)."""

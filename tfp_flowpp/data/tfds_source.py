@@ -12,37 +12,27 @@ ImageNet variants that have none, ``validation``) as the test split; our
 ``validation`` split is always held out from ``train``.
 
 Data that fits in memory (< `IN_MEMORY_LIMIT_BYTES` after cropping, e.g.
-CIFAR-10, MNIST) is materialised to numpy and then behaves like every other
-source. Bigger data (ImageNet 32/64, CelebA) streams: each epoch reads the
-split in file order (TFDS stored it shuffled), rotates it by a random
-offset and permutes windows of `SHUFFLE_BUFFER` examples, all keyed by
-``(seed, epoch)`` with stateless RNGs, so the order does not depend on any
-`tf.random` global seed. Resuming skips still-encoded examples to the exact
-step (reading, not decoding, at most one epoch).
+CIFAR-10, MNIST) is materialised to numpy (`TfdsSource.to_raw`) and then
+behaves like every other source. Bigger data (ImageNet 32/64, CelebA)
+streams (`streaming.streaming_dataset`).
 """
 
 import contextlib
 import logging
 import math
-import socket
-import threading
-import time
-import urllib.parse
-import urllib.request
 
 import numpy as np
 import tensorflow as tf
 
-from tfp_flowpp.data import pipeline
-from tfp_flowpp.data import splits as splits_lib
+from tfp_flowpp.data import reachability
 from tfp_flowpp.data import transforms
+from tfp_flowpp.data.config import DATASETS
 from tfp_flowpp.data.errors import DataError
 from tfp_flowpp.data.raw_data import RawData
 
 __all__ = [
     'CONNECT_TIMEOUT_SECONDS',
     'IN_MEMORY_LIMIT_BYTES',
-    'SHUFFLE_BUFFER',
     'TfdsSource',
     'is_prepared',
     'prepared_builder',
@@ -52,14 +42,11 @@ _LOG = logging.getLogger(__name__)
 
 # Data sets whose (cropped) images take more bytes than this stream.
 IN_MEMORY_LIMIT_BYTES = 2 * 1024**3
-# Examples per streaming shuffle window (held encoded, so small).
-SHUFFLE_BUFFER = 10_000
 # Seconds to wait for each download host before declaring the machine
 # offline.
 CONNECT_TIMEOUT_SECONDS = 3.0
 # Probed when TFDS does not list a data set's download URLs.
 _DEFAULT_HOST = ('storage.googleapis.com', 443)
-_SHUFFLE_TAG = 0x5EED
 _MATERIALISE_BATCH = 1024
 
 
@@ -91,9 +78,8 @@ def make_builder(name, data_dir):
     with _quiet_absl_warnings():
       return tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
-    from tfp_flowpp.data import loader  # pylint: disable=g-import-not-at-top
     raise DataError(f'unknown dataset {name!r}; valid forms: '
-                    f'{loader.DATASETS}') from None
+                    f'{DATASETS}') from None
   except Exception as e:  # pylint: disable=broad-except
     first = (str(e).splitlines() or [type(e).__name__])[0]
     raise DataError(f'cannot open TFDS dataset {name!r}: {first}; check the '
@@ -111,49 +97,9 @@ def is_prepared(name, data_dir):
 
 
 def _download_addresses(builder):
-  """``{(host, port)}`` TFDS would download from (via a proxy, if set)."""
+  """``{(host, port)}`` TFDS would download ``builder``'s data from."""
   urls = list(getattr(type(builder), 'url_infos', None) or {})
-  addresses = set()
-  proxies = urllib.request.getproxies()
-  for url in urls:
-    parts = urllib.parse.urlsplit(url)
-    if not parts.hostname:
-      continue
-    proxy = proxies.get(parts.scheme) or proxies.get('all')
-    if proxy and not urllib.request.proxy_bypass(parts.hostname):
-      proxy_parts = urllib.parse.urlsplit(proxy)
-      if proxy_parts.hostname:
-        addresses.add((proxy_parts.hostname, proxy_parts.port or 3128))
-        continue
-    addresses.add((parts.hostname, parts.port or
-                   (80 if parts.scheme == 'http' else 443)))
-  return addresses or {_DEFAULT_HOST}
-
-
-def _unreachable(addresses, timeout):
-  """Returns ``{address: reason}`` for addresses that refuse a TCP connect.
-
-  All addresses are probed in parallel daemon threads, so even a hanging DNS
-  lookup cannot make this take much longer than ``timeout``.
-  """
-  results = {}
-
-  def probe(address):
-    try:
-      with socket.create_connection(address, timeout=timeout):
-        results[address] = None
-    except OSError as e:
-      results[address] = str(e) or type(e).__name__
-
-  threads = [threading.Thread(target=probe, args=(a,), daemon=True)
-             for a in sorted(addresses)]
-  for t in threads:
-    t.start()
-  deadline = time.monotonic() + timeout + 0.5
-  for t in threads:
-    t.join(max(0., deadline - time.monotonic()))
-  return {a: results.get(a, 'timed out') for a in sorted(addresses)
-          if results.get(a, 'timed out') is not None}
+  return reachability.download_addresses(urls) or {_DEFAULT_HOST}
 
 
 def _idx_hint(name):
@@ -179,8 +125,8 @@ def prepared_builder(name, data_dir):
         f'TFDS dataset {name!r} is not prepared in {builder.data_path} and '
         f'needs a manual download; follow the TFDS instructions for it, run '
         f'`tfds build {name} --manual_dir DIR{flag}`, or pass --data_dir.')
-  unreachable = _unreachable(_download_addresses(builder),
-                             CONNECT_TIMEOUT_SECONDS)
+  unreachable = reachability.unreachable(_download_addresses(builder),
+                                        CONNECT_TIMEOUT_SECONDS)
   if unreachable:
     (host, port), reason = next(iter(unreachable.items()))
     raise DataError(
@@ -209,6 +155,7 @@ class TfdsSource:
     class_names: ClassLabel names, or None when there are no labels.
     train_split: ``'train'``.
     test_split: ``'test'``, ``'validation'`` (ImageNet), or None.
+    split_sizes: Examples in each TFDS split.
     image_shape: ``(H, W, C)`` after the optional crop/resize.
     num_levels: Levels after the optional bit reduction.
   """
@@ -297,7 +244,7 @@ class TfdsSource:
     return np.concatenate([b.numpy() for b in ds] or
                           [np.zeros([0], np.int64)])
 
-  # -- memory or streaming -----------------------------------------------------
+  # -- in memory ---------------------------------------------------------------
 
   def estimated_bytes(self):
     """Bytes the (class-filtered, cropped) images would take in memory."""
@@ -339,146 +286,3 @@ class TfdsSource:
                    num_levels=256, class_names=self.class_names,
                    test_images=test_images,
                    test_labels=None if test_images is None else test_labels)
-
-  def to_streaming_dataset(self):
-    """An `ImageDataset` whose splits stream from TFDS."""
-    config = self.config
-    if config.classes:
-      train_labels = self.read_labels(self.train_split)
-      transforms.check_classes_present(config.classes,
-                                       np.unique(train_labels), self.name,
-                                       self.class_names)
-      n = len(train_labels)
-    else:
-      n = self.split_sizes[self.train_split]
-    indices = splits_lib.split_indices(
-        n, has_official_test=self.test_split is not None, config=config,
-        name=self.name)
-    backends = {}
-    for split in ('train', 'validation'):
-      backends[split] = _StreamSplit(self, self.train_split, n,
-                                     indices[split])
-    if self.test_split is not None:
-      backends['test'] = _StreamSplit(self, self.test_split, None, None)
-    else:
-      backends['test'] = _StreamSplit(self, self.train_split, n,
-                                      indices['test'])
-    _LOG.info('Streaming TFDS dataset %s (%s).', self.name, {
-        s: b.num_examples for s, b in backends.items()})
-    return pipeline.ImageDataset(
-        name=self.name, image_shape=self.image_shape,
-        num_levels=self.num_levels, splits=backends,
-        class_names=self.class_names, seed=config.seed,
-        horizontal_flip=config.horizontal_flip, config=config)
-
-
-class _StreamSplit:
-  """One split streamed from TFDS: a subset (by index) of an official split.
-
-  Args:
-    source: The `TfdsSource`.
-    tfds_split: Official split to read.
-    total: Number of (class-filtered) examples in ``tfds_split``, or None to
-      count them.
-    indices: Sorted positions to keep, or None for all.
-  """
-
-  streaming = True
-
-  def __init__(self, source, tfds_split, total, indices):
-    self._source = source
-    self._tfds_split = tfds_split
-    self._indices = indices
-    if indices is not None:
-      self.num_examples = len(indices)
-      self._mask = np.zeros([total], bool)
-      self._mask[indices] = True
-    else:
-      self._mask = None
-      if source.config.classes:
-        self.num_examples = len(source.read_labels(tfds_split))
-      else:
-        self.num_examples = source.split_sizes[tfds_split]
-
-  def _encoded(self):
-    ds = self._source.encoded(self._tfds_split)
-    if self._mask is not None:
-      mask = tf.constant(self._mask)
-      ds = ds.enumerate().filter(lambda i, ex: tf.gather(mask, i)).map(
-          lambda i, ex: ex)
-    return ds
-
-  def _finish(self, ds):
-    """Decodes, crops and reduces bits of ``(encoded, label)`` elements."""
-    source = self._source
-    num_bits = source.config.num_bits
-    shape = source.image_shape
-    return ds.map(
-        lambda enc, lab: transforms.reduce_bits(
-            tf.ensure_shape(source.decode(enc, lab)[0], shape), num_bits),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-  def images(self):
-    raise AssertionError('streaming splits have no arrays')
-
-  def labels(self):
-    raise AssertionError('streaming splits have no arrays')
-
-  def train_stream(self, batch_size, steps_per_epoch, start_step, seed):
-    """Infinite ``(global_step, batch)``; epoch e shuffled by (seed, e).
-
-    Resuming at ``start_step`` skips the epoch's first batches as encoded
-    records (read, not decoded).
-    """
-    first_epoch, first_batch = divmod(start_step, steps_per_epoch)
-    base = self._encoded()
-    window = min(SHUFFLE_BUFFER, max(1, self.num_examples))
-    finish = self._finish
-
-    def epoch(e):
-      skip_batches = tf.where(e == first_epoch, tf.constant(first_batch,
-                                                            tf.int64), 0)
-      ds = _stateless_window_shuffle(base, window, seed, e)
-      ds = ds.skip(skip_batches * batch_size)
-      ds = finish(ds).batch(batch_size, drop_remainder=True)
-      return ds.take(steps_per_epoch - skip_batches)
-
-    batches = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch)
-    steps = tf.data.Dataset.range(start_step, 2**62)
-    return tf.data.Dataset.zip((steps, batches))
-
-  def eval_stream(self, batch_size):
-    return self._finish(self._encoded()).batch(batch_size)
-
-
-def _stateless_window_shuffle(ds, window, seed, epoch):
-  """Shuffles ``ds`` with a buffer of ``window``, keyed only by (seed, epoch).
-
-  The stream is rotated by a random offset in ``[0, window)`` (so window
-  boundaries move every epoch), cut into windows of ``window`` consecutive
-  elements, and each window is permuted. Unlike `tf.data.Dataset.shuffle`,
-  the order does not depend on the `tf.random` global seed, so a resumed
-  process reproduces it whatever seeds the trainer sets.
-
-  Args:
-    ds: Dataset of ``(encoded image, label)``, in a fixed order.
-    window: Shuffle window (buffer) size.
-    seed: Python int config seed.
-    epoch: int64 scalar Tensor.
-
-  Returns:
-    The shuffled dataset.
-  """
-  key = tf.random.experimental.stateless_fold_in(
-      tf.constant([seed, _SHUFFLE_TAG], tf.int64), tf.cast(epoch, tf.int64))
-  offset = tf.random.stateless_uniform([], seed=key, minval=0,
-                                       maxval=window, dtype=tf.int64)
-  ds = ds.skip(offset).concatenate(ds.take(offset))
-
-  def permute(index, chunk):
-    chunk_key = tf.random.experimental.stateless_fold_in(key, index)
-    n = tf.shape(chunk[0])[0]
-    order = tf.argsort(tf.random.stateless_uniform([n], seed=chunk_key))
-    return tuple(tf.gather(part, order) for part in chunk)
-
-  return ds.batch(window).enumerate().map(permute).unbatch()

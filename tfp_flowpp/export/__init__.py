@@ -1,4 +1,4 @@
-"""Export for serving: versioned SavedModels for TF Serving (see the README's Serving section)."""
+"""Export for serving: versioned SavedModels for TF Serving (see docs/serving.md)."""
 
 from tfp_flowpp.export.saved_model import FORMAT
 from tfp_flowpp.export.saved_model import FUNCTION_NAMES

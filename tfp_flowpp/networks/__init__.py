@@ -1,5 +1,6 @@
 """Conditioner networks (plain `tf.Module`s, built eagerly)."""
 
+from tfp_flowpp.networks.coupling_networks import COUPLING_NETWORKS
 from tfp_flowpp.networks.coupling_networks import FlowppCouplingNetwork
 from tfp_flowpp.networks.coupling_networks import GlowCouplingNetwork
 from tfp_flowpp.networks.coupling_networks import ZeroConvNetwork
@@ -8,6 +9,6 @@ from tfp_flowpp.networks.gated_resnet import GatedResNetConfig
 from tfp_flowpp.networks.gated_resnet import MIXERS
 
 __all__ = [
-    'FlowppCouplingNetwork', 'GatedResNet', 'GatedResNetConfig',
-    'GlowCouplingNetwork', 'MIXERS', 'ZeroConvNetwork'
+    'COUPLING_NETWORKS', 'FlowppCouplingNetwork', 'GatedResNet',
+    'GatedResNetConfig', 'GlowCouplingNetwork', 'MIXERS', 'ZeroConvNetwork'
 ]

@@ -1,18 +1,9 @@
 """Residual blocks of the Flow++ coupling network (Ho et al. 2019, §3.3).
 
-* `GatedConvBlock`: concat_elu → conv3×3 (+ 1×1 projection of an optional
-  context) → concat_elu → dropout → conv (1×1 or 3×3) to 2F → GLU → residual.
-* `GatedAttentionBlock`: + learned positional embedding → 1×1 to Q, K, V →
-  multi-head softmax(QKᵀ/√d)V → dropout → 1×1 to 2F → GLU → residual.
-  On a CPU the attention core is memory-bound (head dimensions of 12–24
-  make the [N, N] logits the largest tensors of the model), so it is
-  computed per group of images whose [heads, N, N] tensors fit in cache,
-  with Q pre-scaled by 1/√d and a hand-written gradient that needs no
-  [N, N]-sized reduction (``rowsum(dP ⊙ P) = rowsum(dO ⊙ O)``); see
-  `attention` — same values and gradients as the plain formula.
-* `PointwiseMaxoutBlock`: the official "no attention" ablation's
-  parameter-matched replacement (1×1 to 3F → max over the 3 → 1×1 to 2F →
-  GLU → residual).
+`GatedConvBlock` (gated residual convolution), `GatedAttentionBlock` (gated
+multi-head self-attention over all positions, computed by the cache-chunked
+`attention`) and `PointwiseMaxoutBlock` (the official no-attention
+ablation's parameter-matched replacement).
 """
 
 import math
@@ -60,10 +51,48 @@ def _attention_core(q, k, v):
 def attention(q, k, v):
   """Multi-head ``softmax(q kᵀ / √d) v`` for ``[B, heads, N, d]`` tensors.
 
-  Equal to the plain formula (to float rounding; gradients included),
-  computed in groups of images with at most `ATTENTION_CHUNK_BYTES` of
-  logits each — unrolled for a static batch of at most
-  `MAX_UNROLLED_ATTENTION_CHUNKS` groups, else in a `tf.map_fn` loop.
+  Scaled dot-product attention [(Vaswani et al., 2017)][1] per image and
+  head:
+
+  ```none
+  attention(q, k, v) = softmax(q kᵀ / √d) v        (softmax over the last axis)
+  ```
+
+  Equal to the plain formula (to float rounding; gradients included), but
+  computed for speed on a CPU, where the attention core is memory-bound
+  (head dimensions of 12-24 make the [N, N] logits the largest tensors of
+  the model): images are processed in groups with at most
+  `ATTENTION_CHUNK_BYTES` of ``[heads, N, N]`` logits each, so they stay in
+  cache between the QKᵀ matmul, the softmax and the PV matmul -- unrolled for
+  a static batch of at most `MAX_UNROLLED_ATTENTION_CHUNKS` groups, else in
+  a `tf.map_fn` loop. ``q`` is pre-scaled by 1/√d, and a hand-written
+  gradient uses ``rowsum(dP ⊙ P) = rowsum(dO ⊙ O)`` (``dP = dO vᵀ``,
+  ``O = P v``), an [N, d] reduction instead of the [N, N] product and sum
+  the generic softmax gradient builds.
+
+  #### Examples
+
+  >>> import numpy as np
+  >>> import tensorflow as tf
+  >>> from tfp_flowpp.networks import blocks
+  >>> q, k, v = (tf.random.stateless_normal([2, 2, 5, 4], seed=[i, 0])
+  ...            for i in range(3))
+  >>> with tf.GradientTape(persistent=True) as tape:
+  ...   tape.watch([q, k, v])
+  ...   out = blocks.attention(q, k, v)
+  ...   plain = tf.nn.softmax(q @ tf.transpose(k, [0, 1, 3, 2]) / 2.) @ v
+  >>> np.allclose(out, plain, atol=1e-6)
+  True
+  >>> all(np.allclose(a, b, atol=1e-5) for a, b in zip(
+  ...     tape.gradient(out, [q, k, v]), tape.gradient(plain, [q, k, v])))
+  True
+
+  #### References
+
+  [1]: Ashish Vaswani, Noam Shazeer, Niki Parmar, Jakob Uszkoreit, Llion
+       Jones, Aidan N. Gomez, Łukasz Kaiser and Illia Polosukhin. Attention Is
+       All You Need. In _Neural Information Processing Systems_, 2017.
+       https://arxiv.org/abs/1706.03762
   """
   heads, steps, dim = q.shape[1:]
   q = q * tf.constant(1. / math.sqrt(dim), q.dtype)
@@ -101,7 +130,58 @@ def _dropout(x, rate, training):
 
 
 class GatedConvBlock(tf.Module):
-  """Gated residual convolution with an optional context shortcut."""
+  """Gated residual convolution with an optional context shortcut.
+
+  The gated residual block of the Flow++ coupling network
+  [(Ho et al., 2019)][1], §3.3, after PixelCNN++ [(Salimans et al., 2017)][2]
+  with the gated linear unit of [(Dauphin et al., 2017)][3], on
+  ``[N, H, W, F]`` features:
+
+  ```none
+  h = conv3×3(concat_elu(x)) [+ conv1×1(concat_elu(context))]     → F
+  h = dropout(concat_elu(h))
+  y = x + gate(conv_k×k(h))      (→ 2F, init scale 0.1, k = second_kernel_size)
+  ```
+
+  ``context`` (``[N, H, W, context_channels]``) is required if and only if
+  the block was built with ``context_channels``. Dropout is active only
+  with ``training=True``.
+
+  #### Examples
+
+  The block computes exactly the formula above:
+
+  >>> import numpy as np
+  >>> import tensorflow as tf
+  >>> from tfp_flowpp.networks import blocks
+  >>> from tfp_flowpp.networks import layers
+  >>> block = blocks.GatedConvBlock(
+  ...     4, context_channels=2, rng=np.random.default_rng(0))
+  >>> x = tf.random.stateless_normal([2, 3, 3, 4], seed=[1, 2])
+  >>> context = tf.random.stateless_normal([2, 3, 3, 2], seed=[3, 4])
+  >>> h = (block.conv1(layers.concat_elu(x)) +
+  ...      block.context_proj(layers.concat_elu(context)))
+  >>> np.allclose(block(x, context=context),
+  ...             x + layers.gate(block.conv2(layers.concat_elu(h))),
+  ...             atol=1e-6)
+  True
+
+  #### References
+
+  [1]: Jonathan Ho, Xi Chen, Aravind Srinivas, Yan Duan and Pieter Abbeel.
+       Flow++: Improving Flow-Based Generative Models with Variational
+       Dequantization and Architecture Design. In _International Conference
+       on Machine Learning_, 2019. https://arxiv.org/abs/1902.00275
+
+  [2]: Tim Salimans, Andrej Karpathy, Xi Chen and Diederik P. Kingma.
+       PixelCNN++: Improving the PixelCNN with Discretized Logistic Mixture
+       Likelihood and Other Modifications. In _International Conference on
+       Learning Representations_, 2017. https://arxiv.org/abs/1701.05517
+
+  [3]: Yann N. Dauphin, Angela Fan, Michael Auli and David Grangier.
+       Language Modeling with Gated Convolutional Networks. In _International
+       Conference on Machine Learning_, 2017. https://arxiv.org/abs/1612.08083
+  """
 
   def __init__(self,
                filters,
@@ -154,7 +234,55 @@ class GatedConvBlock(tf.Module):
 
 
 class GatedAttentionBlock(tf.Module):
-  """Gated multi-head self-attention over all H·W positions."""
+  """Gated multi-head self-attention over all H·W positions.
+
+  The attention block of the Flow++ coupling network [(Ho et al., 2019)][1],
+  §3.3: multi-head self-attention [(Vaswani et al., 2017)][2] over the
+  ``N = H·W`` positions of ``[B, H, W, F]`` features, with a learned
+  positional embedding ``P`` (``[H, W, F]``, shared by the blocks of a
+  `GatedResNet`) and a gated residual output [(Dauphin et al., 2017)][3]:
+
+  ```none
+  [q, k, v] = conv1×1(x + P), split into `heads` heads of d = F / heads
+  o = concat_heads(softmax(q kᵀ / √d) v)                      (`attention`)
+  y = x + gate(conv1×1(dropout(o)))          (→ 2F, init scale 0.1)
+  ```
+
+  #### Examples
+
+  Without positional information self-attention is equivariant to any
+  permutation of the pixels (here a 180° rotation):
+
+  >>> import numpy as np
+  >>> import tensorflow as tf
+  >>> from tfp_flowpp.networks import blocks
+  >>> block = blocks.GatedAttentionBlock(
+  ...     8, heads=2, rng=np.random.default_rng(0))
+  >>> x = tf.random.stateless_normal([2, 3, 3, 8], seed=[1, 2])
+  >>> no_position = tf.zeros([3, 3, 8])
+  >>> y = block(x, no_position)
+  >>> y.shape
+  TensorShape([2, 3, 3, 8])
+  >>> rotate = lambda t: tf.reverse(t, axis=[1, 2])
+  >>> np.allclose(block(rotate(x), no_position), rotate(y), atol=1e-5)
+  True
+
+  #### References
+
+  [1]: Jonathan Ho, Xi Chen, Aravind Srinivas, Yan Duan and Pieter Abbeel.
+       Flow++: Improving Flow-Based Generative Models with Variational
+       Dequantization and Architecture Design. In _International Conference
+       on Machine Learning_, 2019. https://arxiv.org/abs/1902.00275
+
+  [2]: Ashish Vaswani, Noam Shazeer, Niki Parmar, Jakob Uszkoreit, Llion
+       Jones, Aidan N. Gomez, Łukasz Kaiser and Illia Polosukhin. Attention Is
+       All You Need. In _Neural Information Processing Systems_, 2017.
+       https://arxiv.org/abs/1706.03762
+
+  [3]: Yann N. Dauphin, Angela Fan, Michael Auli and David Grangier.
+       Language Modeling with Gated Convolutional Networks. In _International
+       Conference on Machine Learning_, 2017. https://arxiv.org/abs/1612.08083
+  """
 
   def __init__(self,
                filters,
@@ -189,6 +317,18 @@ class GatedAttentionBlock(tf.Module):
           rng=rng,
           name='out')
 
+  @classmethod
+  def from_config(cls, filters, config, dtype=tf.float32, rng=None, name=None):
+    """The block of a `GatedResNet` with `GatedResNetConfig` ``config``."""
+    return cls(
+        filters,
+        heads=config.heads,
+        dropout=config.dropout,
+        weight_norm=config.weight_norm,
+        dtype=dtype,
+        rng=rng,
+        name=name)
+
   def __call__(self, x, positional_embedding, training=False):
     # Static sizes where known, so `attention` can size its chunks.
     batch, height, width = (
@@ -206,7 +346,45 @@ class GatedAttentionBlock(tf.Module):
 
 
 class PointwiseMaxoutBlock(tf.Module):
-  """Attention-free, parameter-matched stand-in (official ablation)."""
+  """Attention-free, parameter-matched stand-in (official ablation).
+
+  The replacement for `GatedAttentionBlock` in the official Flow++
+  no-attention ablation [(Ho et al., 2019)][1]: the same 1×1 projections
+  (hence exactly the same parameter count) with a pointwise maxout
+  [(Goodfellow et al., 2013)][2] instead of attention, so the ablation
+  isolates attention from capacity:
+
+  ```none
+  p = conv1×1(x + P)                       (→ 3F)
+  h[..., c] = max(p[..., 3c], p[..., 3c + 1], p[..., 3c + 2])
+  y = x + gate(conv1×1(dropout(h)))        (→ 2F, init scale 0.1)
+  ```
+
+  #### Examples
+
+  >>> import numpy as np
+  >>> import tensorflow as tf
+  >>> from tfp_flowpp.networks import blocks
+  >>> maxout = blocks.PointwiseMaxoutBlock(8, rng=np.random.default_rng(0))
+  >>> attention = blocks.GatedAttentionBlock(8, rng=np.random.default_rng(0))
+  >>> count = lambda m: sum(v.shape.num_elements() for v in m.variables)
+  >>> count(maxout), count(attention)
+  (360, 360)
+  >>> x = tf.random.stateless_normal([2, 3, 3, 8], seed=[1, 2])
+  >>> maxout(x, tf.zeros([3, 3, 8])).shape
+  TensorShape([2, 3, 3, 8])
+
+  #### References
+
+  [1]: Jonathan Ho, Xi Chen, Aravind Srinivas, Yan Duan and Pieter Abbeel.
+       Flow++: Improving Flow-Based Generative Models with Variational
+       Dequantization and Architecture Design. In _International Conference
+       on Machine Learning_, 2019. https://arxiv.org/abs/1902.00275
+
+  [2]: Ian J. Goodfellow, David Warde-Farley, Mehdi Mirza, Aaron Courville
+       and Yoshua Bengio. Maxout Networks. In _International Conference on
+       Machine Learning_, 2013. https://arxiv.org/abs/1302.4389
+  """
 
   def __init__(self,
                filters,
@@ -236,6 +414,17 @@ class PointwiseMaxoutBlock(tf.Module):
           dtype=dtype,
           rng=rng,
           name='out')
+
+  @classmethod
+  def from_config(cls, filters, config, dtype=tf.float32, rng=None, name=None):
+    """The block of a `GatedResNet` with `GatedResNetConfig` ``config``."""
+    return cls(
+        filters,
+        dropout=config.dropout,
+        weight_norm=config.weight_norm,
+        dtype=dtype,
+        rng=rng,
+        name=name)
 
   def __call__(self, x, positional_embedding, training=False):
     h = self.proj(x + tf.cast(positional_embedding, x.dtype))

@@ -3,15 +3,8 @@
 Plain `tf.Module`s (not Keras 3 layers) so every variable is visible through a
 bijector's ``trainable_variables`` and is created at construction time, under
 whatever `tf.distribute` strategy scope is active — never lazily inside
-``strategy.run``.
-
-Initial values come from a NumPy generator (``rng``) so a model built from a
-seed is identical in every process and under every `tf.distribute` strategy.
-Initialisation replaces the official code's data-dependent conv init with its
-data-free equivalent: kernels ~ N(0, init_scale² / fan_in), so a layer fed
-unit-variance inputs starts with outputs of standard deviation ≈
-``init_scale`` (1 for hidden layers, 0.1 for the last layer of a residual
-branch and for the coupling parameters, as in the official code).
+``strategy.run``. Initial values come from a NumPy generator (``rng``), so a
+model built from a seed is identical in every process; see `Conv2D`.
 """
 
 import math
@@ -28,12 +21,58 @@ def default_rng(rng):
 
 
 def concat_elu(x):
-  """``elu([x, −x])`` along channels (PixelCNN++ nonlinearity)."""
+  """``elu([x, −x])`` along channels (PixelCNN++ nonlinearity).
+
+  The concatenated ELU of [(Salimans et al., 2017)][1]: ``[..., C] →
+  [..., 2C]``,
+
+  ```none
+  concat_elu(x) = concat(elu(x), elu(−x)),   elu(t) = t if t > 0 else eᵗ − 1
+  ```
+
+  which keeps both the positive and the negative part of every feature.
+
+  #### Examples
+
+  >>> import numpy as np
+  >>> import tensorflow as tf
+  >>> from tfp_flowpp.networks import layers
+  >>> print(np.round(layers.concat_elu(tf.constant([[1., -2.]])).numpy(), 4))
+  [[ 1.     -0.8647 -0.6321  2.    ]]
+
+  #### References
+
+  [1]: Tim Salimans, Andrej Karpathy, Xi Chen and Diederik P. Kingma.
+       PixelCNN++: Improving the PixelCNN with Discretized Logistic Mixture
+       Likelihood and Other Modifications. In _International Conference on
+       Learning Representations_, 2017. https://arxiv.org/abs/1701.05517
+  """
   return tf.nn.elu(tf.concat([x, -x], axis=-1))
 
 
 def gate(x):
-  """GLU: splits channels in two and returns ``a · σ(b)``."""
+  """GLU: splits channels in two and returns ``a · σ(b)``.
+
+  The gated linear unit of [(Dauphin et al., 2017)][1]: ``[..., 2C] →
+  [..., C]``,
+
+  ```none
+  gate([a, b]) = a · sigmoid(b),   a = x[..., :C],  b = x[..., C:]
+  ```
+
+  #### Examples
+
+  >>> import tensorflow as tf
+  >>> from tfp_flowpp.networks import layers
+  >>> print(layers.gate(tf.constant([[2., -1., 0., 3.]])).numpy())
+  [[ 1.         -0.95257413]]
+
+  #### References
+
+  [1]: Yann N. Dauphin, Angela Fan, Michael Auli and David Grangier.
+       Language Modeling with Gated Convolutional Networks. In _International
+       Conference on Machine Learning_, 2017. https://arxiv.org/abs/1612.08083
+  """
   a, b = tf.split(x, 2, axis=-1)
   return a * tf.sigmoid(b)
 
@@ -41,8 +80,52 @@ def gate(x):
 class Conv2D(tf.Module):
   """SAME-padded, stride-1 convolution; 1×1 kernels run as a matmul.
 
-  ``weight_norm=True`` reparameterises the kernel as ``g · v / ‖v‖`` per
-  output channel (Salimans & Kingma 2016; the official ImageNet-32 model).
+  ```none
+  y = conv2d(x, K, stride 1, SAME) + bias,    K: [k, k, C_in, C_out]
+  K = g · v / ‖v‖       (weight_norm=True; norm per output channel)
+  ```
+
+  ``weight_norm=True`` is the reparameterisation of
+  [(Salimans & Kingma, 2016)][1] (the official Flow++ ImageNet-32 model),
+  with ``g`` initialised to ``‖v‖`` so the initial kernel is the same.
+
+  Initialisation is data-free: kernels ~ N(0, init_scale² / fan_in) with
+  ``fan_in = k²·C_in`` (drawn from the NumPy generator ``rng``, so a model
+  built from a seed is identical in every process and under every
+  `tf.distribute` strategy), biases 0. A layer fed unit-variance inputs then
+  starts with outputs of standard deviation ≈ ``init_scale`` away from the
+  zero-padded border: 1 for hidden layers, 0.1 for the last layer of a
+  residual branch and for the coupling parameters, as the official code's
+  data-dependent initialisation makes them. ``zero_init=True`` starts the
+  kernel at 0 (Glow's output layers). Variables are created at
+  construction, under whatever `tf.distribute` strategy scope is active.
+
+  #### Examples
+
+  >>> import numpy as np
+  >>> import tensorflow as tf
+  >>> from tfp_flowpp.networks import layers
+  >>> conv = layers.Conv2D(64, 8, kernel_size=1, init_scale=0.1,
+  ...                      rng=np.random.default_rng(0))
+  >>> x = tf.random.stateless_normal([256, 4, 4, 64], seed=[1, 2])
+  >>> print(round(float(tf.math.reduce_std(conv(x))), 2))
+  0.1
+  >>> normed = layers.Conv2D(3, 4, kernel_size=3, weight_norm=True,
+  ...                        rng=np.random.default_rng(0))
+  >>> x = tf.random.stateless_normal([2, 5, 5, 3], seed=[1, 2])
+  >>> y = normed(x)
+  >>> np.allclose(y, tf.nn.conv2d(x, normed.v, 1, 'SAME'), atol=1e-6)
+  True
+  >>> _ = normed.g.assign(2. * normed.g)  # Scales each output channel.
+  >>> np.allclose(normed(x), 2. * y, atol=1e-6)
+  True
+
+  #### References
+
+  [1]: Tim Salimans and Diederik P. Kingma. Weight Normalization: A Simple
+       Reparameterization to Accelerate Training of Deep Neural Networks. In
+       _Neural Information Processing Systems_, 2016.
+       https://arxiv.org/abs/1602.07868
   """
 
   def __init__(self,
@@ -55,6 +138,20 @@ class Conv2D(tf.Module):
                dtype=tf.float32,
                rng=None,
                name=None):
+    """Creates the layer's variables.
+
+    Args:
+      in_channels: ``C_in``.
+      out_channels: ``C_out``.
+      kernel_size: ``k`` (square kernels).
+      init_scale: standard deviation of the outputs for unit-variance inputs.
+      zero_init: start with a zero kernel instead.
+      weight_norm: reparameterise the kernel as ``g · v / ‖v‖``.
+      dtype: variable dtype; inputs of another float dtype are computed in
+        theirs.
+      rng: `np.random.Generator` for the initial kernel; None = fresh.
+      name: module name.
+    """
     super().__init__(name=name)
     self.in_channels = int(in_channels)
     self.out_channels = int(out_channels)
@@ -94,9 +191,45 @@ class Conv2D(tf.Module):
 
 
 class LayerNorm(tf.Module):
-  """Layer normalisation over the channel axis, ``eps = 1e-5``."""
+  """Layer normalisation over the channel axis, ``eps = 1e-5``.
+
+  The layer normalisation of [(Ba et al., 2016)][1] at every position of an
+  ``[..., C]`` feature map:
+
+  ```none
+  y = (x − mean_c(x)) / sqrt(var_c(x) + epsilon) · gamma + beta
+  ```
+
+  with per-channel ``gamma`` (initially 1) and ``beta`` (initially 0), as in
+  the official Flow++ code.
+
+  #### Examples
+
+  >>> import numpy as np
+  >>> import tensorflow as tf
+  >>> from tfp_flowpp.networks import layers
+  >>> norm = layers.LayerNorm(channels=8)
+  >>> h = 3. + 2. * tf.random.stateless_normal([2, 3, 3, 8], seed=[1, 2])
+  >>> mean, variance = tf.nn.moments(norm(h), axes=[-1])
+  >>> np.allclose(mean, 0., atol=1e-5), np.allclose(variance, 1., atol=1e-3)
+  (True, True)
+
+  #### References
+
+  [1]: Jimmy Lei Ba, Jamie Ryan Kiros and Geoffrey E. Hinton. Layer
+       Normalization. _arXiv preprint arXiv:1607.06450_, 2016.
+       https://arxiv.org/abs/1607.06450
+  """
 
   def __init__(self, channels, epsilon=1e-5, dtype=tf.float32, name=None):
+    """Creates ``gamma`` and ``beta``.
+
+    Args:
+      channels: ``C``.
+      epsilon: added to the variance.
+      dtype: variable dtype.
+      name: module name.
+    """
     super().__init__(name=name)
     self.epsilon = float(epsilon)
     with self.name_scope:

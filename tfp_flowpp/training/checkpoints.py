@@ -7,34 +7,20 @@ a run is always the same images) and the skipped-step counter.
 """
 
 import tensorflow as tf
-import tf_keras
 
 from tfp_flowpp import model_builder
 from tfp_flowpp.training import config as train_config_lib
-from tfp_flowpp.training import schedules
+from tfp_flowpp.training import optimization
 from tfp_flowpp.training import workdir as workdir_lib
 
 __all__ = [
-    'make_optimizer', 'make_checkpoint', 'restore_for_inference', 'ema_weights',
-    'restore_error', 'RESTORE_ERRORS',
-    'CheckpointError'
+    'make_checkpoint', 'restore_for_inference', 'ema_weights', 'restore_error',
+    'RESTORE_ERRORS', 'CheckpointError'
 ]
 
 
 class CheckpointError(ValueError):
   """A checkpoint that does not fit the model (one-line message)."""
-
-
-def make_optimizer(train_config):
-  """Adam with warmup schedule, global-norm clipping and EMA weights."""
-  return tf_keras.optimizers.Adam(
-      learning_rate=schedules.from_config(train_config),
-      beta_1=train_config.adam_beta1,
-      beta_2=train_config.adam_beta2,
-      epsilon=train_config.adam_epsilon,
-      global_clipnorm=train_config.grad_clip_norm or None,
-      use_ema=train_config.ema_decay > 0,
-      ema_momentum=train_config.ema_decay or 0.99)
 
 
 def make_checkpoint(model, optimizer, step, skipped):
@@ -109,7 +95,7 @@ def restore_for_inference(workdir_path, use_ema=True, checkpoint_path=None):
   if not path:
     raise CheckpointError(f'No checkpoint in {workdir.checkpoint_dir}.')
   model = model_builder.build_model(model_config)
-  optimizer = make_optimizer(train_config)
+  optimizer = optimization.make_optimizer(train_config)
   optimizer.build(model.trainable_variables)
   step = tf.Variable(0, dtype=tf.int64, trainable=False)
   skipped = tf.Variable(0, dtype=tf.int64, trainable=False)

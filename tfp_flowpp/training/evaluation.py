@@ -10,9 +10,13 @@ __all__ = ['BpdEvaluator']
 class BpdEvaluator:
   """Mean bits/dim over batches, with the single-sample or IW bound.
 
-  Builds one `tf.function` per importance-sample count. Under a
-  `tf.distribute` strategy each replica evaluates its share of every batch
-  and the sums are reduced.
+  Builds one `tf.function` per importance-sample count, traced once with a
+  static batch size: every batch is padded with zero images to the size of
+  the first batch (rounded up to a multiple of the replicas) and the padding
+  is masked out of the sums. Flows whose shapes must be static at trace time
+  (e.g. TFP's `tfb.Glow`) therefore evaluate too, and a short last batch
+  costs no second trace. Under a `tf.distribute` strategy each replica
+  evaluates its share of every batch and the sums are reduced.
   """
 
   def __init__(self, model, strategy=None, seed=0):
@@ -26,7 +30,7 @@ class BpdEvaluator:
       return self._functions[num_samples]
     model, strategy = self.model, self.strategy
 
-    def replica_fn(images, seed):
+    def replica_fn(images, mask, seed):
       ctx = tf.distribute.get_replica_context()
       seed = tf.random.experimental.stateless_fold_in(
           seed, ctx.replica_id_in_sync_group)
@@ -36,28 +40,69 @@ class BpdEvaluator:
         bound = model.importance_weighted_log_prob(
             images, num_samples, seed=seed)
       bpd = model.nats_to_bits_per_dim(bound)
-      return tf.reduce_sum(bpd), tf.cast(tf.size(bpd), bpd.dtype)
+      total = tf.reduce_sum(tf.where(mask, bpd, tf.zeros_like(bpd)))
+      return total, tf.reduce_sum(tf.cast(mask, bpd.dtype))
 
-    @tf.function(reduce_retracing=True)
-    def step(images, seed):
-      total, count = strategy.run(replica_fn, args=(images, seed))
+    @tf.function
+    def step(images, mask, seed):
+      total, count = strategy.run(replica_fn, args=(images, mask, seed))
       return (strategy.reduce(tf.distribute.ReduceOp.SUM, total, axis=None),
               strategy.reduce(tf.distribute.ReduceOp.SUM, count, axis=None))
 
     self._functions[num_samples] = step
     return step
 
+  def _padded(self, batches, batch_size):
+    """``(images padded to a static batch, mask of the real images)``."""
+    replicas = self.strategy.num_replicas_in_sync
+    padded = -(-batch_size // replicas) * replicas
+    shape = tf.TensorShape([padded]).concatenate(batches.element_spec.shape[1:])
+
+    def pad(images):
+      n = tf.shape(images)[0]
+      with tf.control_dependencies([
+          tf.debugging.assert_less_equal(
+              n, padded, message=f'a batch is larger than the first one '
+              f'({batch_size} images); batches may only shrink')
+      ]):
+        paddings = tf.concat(
+            [[[0, padded - n]], tf.zeros([images.shape.rank - 1, 2], tf.int32)],
+            axis=0)
+      images = tf.ensure_shape(tf.pad(images, paddings), shape)
+      return images, tf.range(padded) < n
+
+    return batches.map(pad)
+
   def evaluate(self, batches, num_samples=1, max_images=0):
-    """Returns ``dict(bpd, num_images, seconds)`` over a finite dataset."""
+    """Mean bits/dim of every image in ``batches``.
+
+    Args:
+      batches: Finite `tf.data.Dataset` of ``[b, H, W, C]`` integer images,
+        e.g. `ImageDataset.eval_batches`; no batch may be larger than the
+        first.
+      num_samples: Importance samples k (1: the single-sample bound).
+      max_images: Evaluate only the first N images (0: all).
+
+    Returns:
+      ``dict(bpd, num_images, seconds)``.
+
+    Raises:
+      ValueError: ``batches`` holds no images.
+    """
     step = self._function(int(num_samples))
+    first = next(iter(batches), None)
+    if first is None or not first.shape[0]:
+      raise ValueError('No images to evaluate.')
+    batch_size = int(first.shape[0])
     if max_images:
-      batches = batches.unbatch().take(max_images).batch(
-          int(next(iter(batches)).shape[0]))
-    distributed = self.strategy.experimental_distribute_dataset(batches)
+      batch_size = min(batch_size, int(max_images))  # Pad no more than that.
+      batches = batches.unbatch().take(max_images).batch(batch_size)
+    distributed = self.strategy.experimental_distribute_dataset(
+        self._padded(batches, batch_size))
     total, count, start = 0., 0., time.time()
-    for i, images in enumerate(distributed):
+    for i, (images, mask) in enumerate(distributed):
       seed = tf.constant([self.seed, i], tf.int32)
-      batch_total, batch_count = step(images, seed)
+      batch_total, batch_count = step(images, mask, seed)
       total += float(batch_total)
       count += float(batch_count)
     if not count:

@@ -1,38 +1,18 @@
 """PNG figures written by training, evaluation and the bin/ tools.
 
-All writers are atomic (temporary file + rename), so an interrupted run never
-leaves a truncated image behind.
+All writers are atomic (`atomic_files`: temporary file + rename), so an
+interrupted run never leaves a truncated image behind.
 """
 
 import io
 import math
-import os
-import tempfile
 
 import numpy as np
 from PIL import Image
 
-__all__ = [
-    'image_grid', 'save_png', 'save_image_grid', 'plot_bpd_curves',
-    'atomic_write_bytes'
-]
+from tfp_flowpp.training import atomic_files
 
-
-def atomic_write_bytes(path, payload):
-  """Writes ``payload`` to ``path`` via a temporary file in the same folder."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      f.write(payload)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+__all__ = ['image_grid', 'save_png', 'save_image_grid', 'plot_bpd_curves']
 
 
 def to_uint8(images, num_levels):
@@ -73,7 +53,7 @@ def save_png(array, path, scale=1):
                          Image.NEAREST)
   buffer = io.BytesIO()
   image.save(buffer, format='PNG')
-  atomic_write_bytes(path, buffer.getvalue())
+  atomic_files.atomic_write_bytes(path, buffer.getvalue())
 
 
 def save_image_grid(images, path, num_levels, columns=None, min_size=256):
@@ -123,4 +103,4 @@ def plot_bpd_curves(curves,
   fig.tight_layout()
   fig.savefig(buffer, format='png')
   plt.close(fig)
-  atomic_write_bytes(path, buffer.getvalue())
+  atomic_files.atomic_write_bytes(path, buffer.getvalue())

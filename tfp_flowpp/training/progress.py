@@ -14,16 +14,25 @@ def format_duration(seconds):
 
 
 class ProgressBar:
-  """``step 120/1500 [====>     ] 8% bpd 2.310 1,024 img/s eta 1:20``."""
+  """``step 120/1500 [====>     ] 8% bpd 2.310 1,024 img/s eta 1:20``.
 
-  def __init__(self, total, start=0, stream=None, width=24):
+  ``unit`` names what is counted (``'step'``; ``'images'`` for scoring).
+  """
+
+  def __init__(self, total, start=0, stream=None, width=24, unit='step'):
     self.total = int(total)
+    self.unit = unit
     self.start_step = int(start)
     self.stream = stream or sys.stdout
     self.width = width
     self.interactive = bool(getattr(self.stream, 'isatty', lambda: False)())
     self.started = time.time()
     self._open_line = False
+
+  def restart(self, step):
+    """Measures the ETA from now on, with ``step`` steps already done."""
+    self.start_step = int(step)
+    self.started = time.time()
 
   def update(self, step, **values):
     """Redraws (terminal) or prints one line (logs) for ``step``."""
@@ -34,7 +43,7 @@ class ProgressBar:
     done = step - self.start_step
     elapsed = time.time() - self.started
     eta = elapsed / done * (self.total - step) if done > 0 else 0.
-    parts = [f'step {step}/{self.total} [{bar}] {fraction:4.0%}']
+    parts = [f'{self.unit} {step}/{self.total} [{bar}] {fraction:4.0%}']
     for name, value in values.items():
       if value is None:
         continue

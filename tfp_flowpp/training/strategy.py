@@ -5,6 +5,12 @@ per host, each with its GPUs), `MirroredStrategy` over all visible GPUs when
 there are any, otherwise the default (single-device) strategy. ``mirrored``
 without GPUs can split the CPU into logical devices — how data parallelism
 is tested on machines without accelerators.
+
+A process gets one `MirroredStrategy` per device set: two instances over the
+same devices hand their collectives the same instance keys, and the second
+one's all-reduce of differently shaped gradients then fails ("Shape mismatch
+in the collective instance"), e.g. when a second `Trainer` of another model
+runs in the same process.
 """
 
 import json
@@ -14,6 +20,15 @@ import os
 import tensorflow as tf
 
 __all__ = ['make_strategy', 'is_chief', 'task_name', 'describe']
+
+_MIRRORED = {}  # Device names (or None: all GPUs) -> MirroredStrategy.
+
+
+def _mirrored(devices=None):
+  key = tuple(devices) if devices else None
+  if key not in _MIRRORED:
+    _MIRRORED[key] = tf.distribute.MirroredStrategy(devices)
+  return _MIRRORED[key]
 
 
 def _configure_cpu_replicas(count):
@@ -47,10 +62,9 @@ def make_strategy(kind='auto', num_cpu_replicas=0):
   elif kind == 'mirrored':
     gpus = tf.config.list_logical_devices('GPU')
     if gpus:
-      strategy = tf.distribute.MirroredStrategy()
+      strategy = _mirrored()
     else:
-      devices = _configure_cpu_replicas(max(num_cpu_replicas, 1))
-      strategy = tf.distribute.MirroredStrategy(devices)
+      strategy = _mirrored(_configure_cpu_replicas(max(num_cpu_replicas, 1)))
   else:
     strategy = tf.distribute.get_strategy()
   logging.info('Using %s.', describe(strategy))

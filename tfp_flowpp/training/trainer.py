@@ -1,7 +1,9 @@
 """The training loop: distributed, resumable, NaN-safe, with EMA evaluation.
 
 `train(model_config, data_config, train_config, workdir)` is what
-``bin/train`` runs. In order, it
+``bin/train`` runs. Constructing a `Trainer` does steps 1–3 (the data and the
+model can be handed in instead: ``dataset=``, ``model_fn=``); `Trainer.run`
+does the rest:
 
 1. loads the data and fits the model config to its image shape and levels;
 2. refuses a workdir holding a different architecture (before writing);
@@ -23,7 +25,6 @@ Killing the process at any point and re-running the same command resumes
 from the last checkpoint: the data position is a function of the step.
 """
 
-import dataclasses
 import math
 import os
 import signal
@@ -34,9 +35,11 @@ import tensorflow as tf
 
 from tfp_flowpp import data as data_lib
 from tfp_flowpp import model_builder
+from tfp_flowpp.training import atomic_files
 from tfp_flowpp.training import checkpoints
 from tfp_flowpp.training import evaluation
 from tfp_flowpp.training import figures
+from tfp_flowpp.training import optimization
 from tfp_flowpp.training import progress
 from tfp_flowpp.training import strategy as strategy_lib
 from tfp_flowpp.training import workdir as workdir_lib
@@ -53,7 +56,40 @@ class _Interrupted(Exception):
 
 
 class Trainer:
-  """One training run in one workdir (see module docstring)."""
+  """One training run in one workdir (see module docstring).
+
+  Construction builds everything the run uses — data, strategy, model,
+  optimizer, counters, checkpoint manager, evaluator, TensorBoard writer,
+  progress bar, train step — and checks the workdir, but trains nothing and
+  writes neither config.json nor a checkpoint (only the TensorBoard event
+  file is opened); `run` restores or initialises and trains.
+
+  Args:
+    model_config: `ModelConfig`; its ``image_shape`` and ``num_levels`` are
+      replaced by the dataset's. It is what the workdir records.
+    data_config: `DataConfig` of the data (recorded in the workdir; loaded
+      with `data.load_dataset` unless ``dataset`` is given).
+    train_config: `TrainConfig`.
+    workdir: Run directory (see `Workdir`).
+    dataset: An `ImageDataset` to train on instead of loading
+      ``data_config``, e.g. from `data.from_arrays`.
+    strategy: A `tf.distribute.Strategy`; default from ``train_config``.
+    stream: Where progress goes (default stdout).
+    model_fn: ``model_fn(model_config) -> DiscreteImageFlow``, called once
+      inside the strategy's scope; default `model_builder.build_model`.
+      Any `DiscreteImageFlow` trains (e.g. one whose flow is TFP's
+      `tfb.Glow`); only the default's checkpoints can be restored by
+      `restore_for_inference`, which rebuilds the model from the config.
+
+  Attributes:
+    model, optimizer, strategy, dataset, evaluator: What the run uses.
+    train_step: The `tf.function` ``train_step(images, step) -> (loss,
+      grad_norm, applied)``: one optimizer step on a global batch (a
+      distributed value under a multi-replica strategy), skipped when the
+      loss or any gradient is non-finite.
+    step, skipped: Checkpointed int64 counters (optimizer steps taken,
+      steps skipped).
+  """
 
   def __init__(self,
                model_config,
@@ -62,7 +98,8 @@ class Trainer:
                workdir,
                dataset=None,
                strategy=None,
-               stream=None):
+               stream=None,
+               model_fn=None):
     self.train_config = train_config
     self.data_config = data_config
     self.workdir = workdir_lib.Workdir(workdir)
@@ -78,16 +115,34 @@ class Trainer:
     if train_config.batch_size % replicas:
       raise ValueError(f'batch_size {train_config.batch_size} is not '
                        f'divisible by the {replicas} replicas.')
+    # Batch sizes the data cannot fill fail here, before anything is written.
+    self.dataset.steps_per_epoch(train_config.batch_size)
+    self.dataset.steps_per_epoch(train_config.init_batch_size)
     # Fail before writing anything if the workdir holds another model.
     self.workdir.check_compatible(self.model_config)
-    self._build()
+    self._build(model_fn or model_builder.build_model)
+    self.evaluator = evaluation.BpdEvaluator(
+        self.model, self.strategy, seed=train_config.seed + 1)
+    self.train_step = self._make_train_step()
+    self._sample_fn = tf.function(lambda n, seed: self.model.sample(
+        n, seed=seed, temperature=train_config.sample_temperature))
+    self.baseline_bpd = self._histogram_baseline()
+    self.bar = progress.ProgressBar(
+        train_config.train_steps, stream=stream) if self.chief else None
+    self.writer = (
+        tf.summary.create_file_writer(self.workdir.tensorboard_dir)
+        if self.chief else tf.summary.create_noop_writer())
+    self.elapsed = 0.  # Training wall seconds (evaluations excluded).
+    self.cpu_seconds = 0.  # Training process CPU seconds (ditto).
+    self.images_per_sec = None  # Of the last log window.
+    self._ready = False  # Restored or initialised.
 
   # Construction --------------------------------------------------------------
 
-  def _build(self):
+  def _build(self, model_fn):
     with self.strategy.scope():
-      self.model = model_builder.build_model(self.model_config)
-      self.optimizer = checkpoints.make_optimizer(self.train_config)
+      self.model = model_fn(self.model_config)
+      self.optimizer = optimization.make_optimizer(self.train_config)
       self.step = tf.Variable(
           0,
           dtype=tf.int64,
@@ -131,18 +186,31 @@ class Trainer:
         self.checkpoint,
         directory,
         max_to_keep=self.train_config.keep_checkpoints)
-    self.num_dims = self.model.num_dims
-    self.evaluator = evaluation.BpdEvaluator(
-        self.model, self.strategy, seed=self.train_config.seed + 1)
 
   def _print(self, text):
-    if self.chief:
-      if self.bar is not None:
-        self.bar.message(text)
-      else:
-        print(text, file=self.stream, flush=True)
+    if self.bar is not None:  # The chief's.
+      self.bar.message(text)
 
   # Initialisation / restore ----------------------------------------------------
+
+  def restore_or_initialize(self):
+    """Restores the workdir's latest checkpoint, or initialises the model.
+
+    Without a checkpoint, writes config.json, runs the data-dependent
+    initialisation on one ``init_batch_size`` batch and saves step 0. Only
+    the first call does anything (`run` calls it).
+
+    Returns:
+      The step training continues from.
+
+    Raises:
+      CheckpointError: the checkpoint does not fit or is unreadable.
+      TrainingError: the initialisation gave a non-finite bound.
+    """
+    if not self._ready:
+      self._restore_or_initialize()
+      self._ready = True
+    return int(self.step.numpy())
 
   def _restore_or_initialize(self):
     latest = tf.train.latest_checkpoint(self.workdir.checkpoint_dir)
@@ -253,9 +321,10 @@ class Trainer:
     images = self._sample_fn(n, seed)
     path = os.path.join(self.workdir.figures_dir, f'samples_{step:08d}.png')
     grid = figures.save_image_grid(images.numpy(), path, self.model.num_levels)
-    figures.atomic_write_bytes(
-        os.path.join(self.workdir.figures_dir, 'samples_latest.png'),
-        open(path, 'rb').read())
+    with open(path, 'rb') as f:
+      atomic_files.atomic_write_bytes(
+          os.path.join(self.workdir.figures_dir, 'samples_latest.png'),
+          f.read())
     return grid
 
   def _evaluate(self, step, train_stats, final=False):
@@ -263,7 +332,7 @@ class Trainer:
     steps_per_epoch = max(self.dataset.steps_per_epoch(cfg.batch_size), 1)
     record = dict(
         step=step, epoch=step / steps_per_epoch, wall_time=time.time(),
-        elapsed_sec=self.elapsed, cpu_seconds=getattr(self, 'cpu_seconds', 0.),
+        elapsed_sec=self.elapsed, cpu_seconds=self.cpu_seconds,
         skipped_steps=int(self.skipped.numpy()),
         learning_rate=float(tf.convert_to_tensor(self.optimizer.learning_rate)))
     record.update(train_stats)
@@ -324,27 +393,15 @@ class Trainer:
   def run(self):
     """Trains to ``train_steps``; returns the last metrics record."""
     cfg = self.train_config
-    self.bar = None
-    self.elapsed = 0.
-    self.images_per_sec = None
-    self._restore_or_initialize()
-    self.writer = (
-        tf.summary.create_file_writer(self.workdir.tensorboard_dir)
-        if self.chief else tf.summary.create_noop_writer())
-    self.baseline_bpd = self._histogram_baseline()
-    self._sample_fn = tf.function(lambda n, seed: self.model.sample(
-        n, seed=seed, temperature=cfg.sample_temperature))
-    train_step = self._make_train_step()
-    start = int(self.step.numpy())
+    start = self.restore_or_initialize()
     if start >= cfg.train_steps:
       self._print(f'Already trained to step {start} (train_steps='
                   f'{cfg.train_steps}).')
       return self._final(start, {})
     batches = self.dataset.train_batches(cfg.batch_size, start_step=start)
     iterator = iter(self.strategy.experimental_distribute_dataset(batches))
-    self.bar = progress.ProgressBar(
-        cfg.train_steps, start=start,
-        stream=self.stream) if self.chief else None
+    if self.bar is not None:
+      self.bar.restart(start)
     previous_handler = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum, frame):
@@ -355,7 +412,6 @@ class Trainer:
     window_images = 0
     window_start = time.time()
     step = start
-    self.cpu_seconds = 0.
     cpu_start = time.process_time()
     try:
       while step < cfg.train_steps:
@@ -366,7 +422,7 @@ class Trainer:
                       f'step {step}.')
           break
         images = next(iterator)
-        _, grad_norm, _ = train_step(images, tf.constant(step, tf.int64))
+        _, grad_norm, _ = self.train_step(images, tf.constant(step, tf.int64))
         step += 1
         window_images += cfg.batch_size
         last = step == cfg.train_steps
@@ -451,7 +507,7 @@ class Trainer:
     try:
       train = self.dataset.arrays('train')
       test = self.dataset.arrays('test')
-    except (data_lib.DataError, NotImplementedError):
+    except data_lib.DataError:  # Streaming data, or an empty split.
       return None
     return float(
         data_lib.per_pixel_histogram_bpd(train, test, self.dataset.num_levels))

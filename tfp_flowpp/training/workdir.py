@@ -14,7 +14,7 @@ import json
 import os
 
 from tfp_flowpp import config as model_config_lib
-from tfp_flowpp.training import figures
+from tfp_flowpp.training import atomic_files
 
 __all__ = ['Workdir', 'WorkdirError']
 
@@ -103,9 +103,9 @@ class Workdir:
         'data': dataclasses.asdict(data_config),
         'train': dataclasses.asdict(train_config),
     }
-    figures.atomic_write_bytes(self.config_path,
-                               (json.dumps(payload, indent=2, sort_keys=True) +
-                                '\n').encode())
+    atomic_files.atomic_write_bytes(
+        self.config_path,
+        (json.dumps(payload, indent=2, sort_keys=True) + '\n').encode())
 
   # Metrics ----------------------------------------------------------------------
 
@@ -136,5 +136,5 @@ class Workdir:
     if len(kept) != len(records) or (os.path.exists(self.metrics_path) and
                                      records != kept):
       payload = ''.join(json.dumps(r, sort_keys=True) + '\n' for r in kept)
-      figures.atomic_write_bytes(self.metrics_path, payload.encode())
+      atomic_files.atomic_write_bytes(self.metrics_path, payload.encode())
     return kept

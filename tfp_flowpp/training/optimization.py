@@ -1,7 +1,11 @@
-"""Learning-rate schedule: linear warmup, then constant / exponential / cosine.
+"""The optimizer of a run: Adam with a warmup/decay learning-rate schedule.
 
-A `tf_keras` `LearningRateSchedule`, so the optimizer evaluates it on its own
-iteration counter (checkpointed with the optimizer) and it serialises.
+`make_optimizer` builds the `tf_keras` Adam a `TrainConfig` describes
+(global-norm clipping, EMA/Polyak weights). Its learning rate is a
+`WarmupDecaySchedule`: linear warmup, then constant / exponential / cosine.
+The schedule is a `tf_keras` `LearningRateSchedule`, so the optimizer
+evaluates it on its own iteration counter (checkpointed with the optimizer)
+and it serialises.
 """
 
 import math
@@ -9,7 +13,7 @@ import math
 import tensorflow as tf
 import tf_keras
 
-__all__ = ['WarmupDecaySchedule', 'from_config']
+__all__ = ['WarmupDecaySchedule', 'from_config', 'make_optimizer']
 
 
 class WarmupDecaySchedule(tf_keras.optimizers.schedules.LearningRateSchedule):
@@ -78,3 +82,15 @@ def from_config(train_config):
       decay_start=train_config.lr_decay_start,
       total_steps=train_config.train_steps,
       min_learning_rate=train_config.min_learning_rate)
+
+
+def make_optimizer(train_config):
+  """Adam with warmup schedule, global-norm clipping and EMA weights."""
+  return tf_keras.optimizers.Adam(
+      learning_rate=from_config(train_config),
+      beta_1=train_config.adam_beta1,
+      beta_2=train_config.adam_beta2,
+      epsilon=train_config.adam_epsilon,
+      global_clipnorm=train_config.grad_clip_norm or None,
+      use_ema=train_config.ema_decay > 0,
+      ema_momentum=train_config.ema_decay or 0.99)
