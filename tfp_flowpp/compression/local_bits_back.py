@@ -73,6 +73,48 @@ class Elementwise(Step):
   squash deep in its tail). The encoder uses ``σ(x)`` for the draw and
   ``σ(f⁻¹(ȳ))`` for the push; the decoder computes the same two numbers
   from the same values in the other order.
+
+  ```none
+  encode:  ȳ ~ N(f(x), σ(x)² f'(x)²)      drawn from the stream
+           push x under N(f⁻¹(ȳ), σ(f⁻¹(ȳ))²)
+  net cost ≈ −log2 |f'(x)| bits per element
+  ```
+
+  #### Examples
+
+  Code ``y = 3x`` on 1,000 grid values: the stream grows by ``−log2 3``
+  bits per element, and decoding restores the input and the stream.
+
+  >>> import constriction
+  >>> import numpy as np
+  >>> from tfp_flowpp.compression import grid as grid_lib
+  >>> from tfp_flowpp.compression import local_bits_back as lbb
+  >>> class Triple:
+  ...   def forward(self, x):
+  ...     return 3. * x, np.full(np.shape(x), np.log(3.))
+  ...   def inverse(self, y):
+  ...     return y / 3., np.full(np.shape(y), np.log(3.))
+  >>> grid = grid_lib.CodingGrid(grid_bits=24, noise_bits=12)
+  >>> rng = np.random.default_rng(0)
+  >>> coder = constriction.stream.stack.AnsCoder(
+  ...     rng.integers(0, 2**32, 10000, dtype=np.uint32))
+  >>> before = coder.get_compressed().copy()
+  >>> k = rng.integers(-2**24, 2**24, 1000)
+  >>> step = lbb.Elementwise(Triple(), grid)
+  >>> k_out = step.encode(coder, k)
+  >>> bits = coder.num_valid_bits() - 32 * len(before)
+  >>> print(f'{bits / 1000:.2f}')
+  -1.58
+  >>> bool(np.array_equal(step.decode(coder, k_out), k))
+  True
+  >>> bool(np.array_equal(coder.get_compressed(), before))
+  True
+
+  #### References
+
+  [1]: Jonathan Ho, Evan Lohn and Pieter Abbeel. Compression with Flows via
+       Local Bits-Back Coding. In _Neural Information Processing Systems_,
+       2019. https://arxiv.org/abs/1905.08500
   """
 
   def __init__(self, transform, grid, limits=None, name='elementwise'):
