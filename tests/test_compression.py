@@ -250,7 +250,11 @@ def test_step_encode_then_decode_restores_input_and_stream(name):
 @pytest.mark.parametrize('name', ['logit_preprocess', 'actnorm_per_element',
                                   'mix_logistic_coupling', 'conv1x1_full'])
 def test_step_costs_minus_log_det_bits(name):
-  """Net stream growth of a step = −log2|det J| within 0.02 bits/dim."""
+  """Net stream growth of a step = −log2|det J| within 0.005 bits/dim.
+
+  Measured: |difference| ≤ 3.3e-4 bits/dim for these four steps (grid
+  2^-24, noise 2^-12); doubling the push noise moves it by 1 bit/dim.
+  """
   factory, kind, shape, _ = STEP_CASES[name]
   batch = (64,) + shape
   bijector = _perturbed(factory(), GRID.values(_grid_input(kind, batch, 5)))
@@ -263,7 +267,7 @@ def test_step_costs_minus_log_det_bits(name):
   before = coder.num_valid_bits()
   step.encode(coder, k)
   cost = (coder.num_valid_bits() - before) / k.size
-  assert abs(cost + log_det / math.log(2.) / k.size) < 0.02, cost
+  assert abs(cost + log_det / math.log(2.) / k.size) < 0.005, cost
 
 
 def test_shift_and_unit_triangular_steps_are_exact_and_move_no_bits():
@@ -358,7 +362,11 @@ def test_flowpp_round_trip_is_bit_exact(flowpp_codec, compressed):
 
 
 def test_code_length_is_the_bound_plus_accounted_overheads(compressed):
-  """Bits-back part within 0.02 bits/dim of the bound at the coded noise.
+  """Bits-back part within 0.005 bits/dim of the bound at the coded noise.
+
+  Measured: −0.0014 (Flow++), −0.0017 (Glow-style), −0.0016 (NICE) bits/dim
+  on these tiny models; the digits benchmark gives −0.0037. A prior with
+  standard deviation 1.1 instead of 1 would add 0.012.
 
   The rest of the file is exactly accounted for: header, the bootstrap
   images (WebP bytes or log2 L bits per pixel) and the coder's final head.
@@ -366,8 +374,8 @@ def test_code_length_is_the_bound_plus_accounted_overheads(compressed):
   images, data, stats = compressed
   assert stats.bootstrap_images >= 1 and stats.coded_images >= 32
   gap = stats.coded_bits_per_dim() - stats.bound_bits_per_dim()
-  assert abs(gap) < 0.02, (stats.coded_bits_per_dim(),
-                           stats.bound_bits_per_dim())
+  assert abs(gap) < 0.005, (stats.coded_bits_per_dim(),
+                            stats.bound_bits_per_dim())
   header = file_format.read_header(data)
   if header.bootstrap_codec == bootstrap.WEBP:
     webp = bootstrap.webp_bytes(images[:stats.bootstrap_images])
@@ -392,7 +400,7 @@ def test_other_architectures_round_trip_near_the_bound(fields):
   restored, _ = codec.decompress(data)
   np.testing.assert_array_equal(restored, images)
   gap = stats.coded_bits_per_dim() - stats.bound_bits_per_dim()
-  assert abs(gap) < 0.02, gap
+  assert abs(gap) < 0.005, gap  # Same tolerance as the Flow++ test.
 
 
 def test_fewer_images_than_the_bootstrap_skip_bits_back(flowpp_codec):
