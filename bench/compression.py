@@ -216,20 +216,22 @@ def classical_codecs(images):
 def _dataset_specs(args):
   specs = []
   if args.quick:
-    specs.append(('digits (tiny model, 4×4)', QUICK_WORKDIR, 'test', 60))
+    specs.append(('quick', 'digits (tiny model, 4×4)', QUICK_WORKDIR, 'test',
+                  60))
   else:
     if args.digits_workdir:
-      specs.append(('digits (quickstart)', args.digits_workdir, 'test', 0))
+      specs.append(('digits', 'digits (quickstart)', args.digits_workdir,
+                    'test', 0))
     if args.fashion_workdir:
-      specs.append(('Fashion-MNIST (Flow++)', args.fashion_workdir, 'test',
-                    args.fashion_images))
+      specs.append(('fashion_mnist', 'Fashion-MNIST (Flow++)',
+                    args.fashion_workdir, 'test', args.fashion_images))
   if not specs:
     raise SystemExit('bench/compression.py: pass --digits_workdir and/or '
                      '--fashion_workdir (or --quick).')
   return specs
 
 
-def run_dataset(label, workdir, split, num_images, args, tmp):
+def run_dataset(key, label, workdir, split, num_images, args, tmp):
   import numpy as np  # pylint: disable=g-import-not-at-top
   print(f'== {label}: {workdir}', flush=True)
   base = dict(workdir=os.path.abspath(workdir), split=split,
@@ -258,7 +260,7 @@ def run_dataset(label, workdir, split, num_images, args, tmp):
   # models: the workers' images come from the same data config).
   images = _images(base)
   classical = classical_codecs(images)
-  return dict(label=label, workdir=workdir, num_images=len(images),
+  return dict(key=key, label=label, workdir=workdir, num_images=len(images),
               image_shape=list(images.shape[1:]),
               num_levels=int(_num_levels(base)),
               compressed=compressed, decompressed=decompressed,
@@ -275,10 +277,18 @@ def _bpd(num_bytes, n, dims):
   return 8. * num_bytes / (n * dims)
 
 
-def report(results, command, env, args):
-  text, md = [], ['## Compression: local bits-back coding vs classical codecs',
-                  '']
-  md += _common.environment_lines(env, command, results.get('load_after'))
+SECTION = 'compression'
+FASHION_SECTION = 'compression_fashion_mnist'
+_TITLE = '## Compression: local bits-back coding vs classical codecs'
+_FASHION_PENDING = (
+    '### Fashion-MNIST\n\nNot measured yet. `python bench/compression.py '
+    '--fashion_workdir=/work/runs/fmnist_ref` writes this section (the first '
+    '1,000 test images; `--fashion_images=0` for all 10,000) and leaves the '
+    'digits section as it is.')
+
+
+def _notes(env, command, args, load_after):
+  md = _common.environment_lines(env, command, load_after)
   md.append(f"* CPU vector/bf16 flags: {env['cpu_flags']}.")
   md.append(
       f'* Coding: grid 2^-{args.grid_bits}, local noise 2^-{args.noise_bits} '
@@ -300,108 +310,124 @@ def report(results, command, env, args):
             '`lossless=True, quality=100, method=6`), lzma (preset 9 | '
             'extreme), bz2 (level 9); "whole set" = one file for all images '
             '(the images stacked into one tall image for PNG/WebP).')
-  verdicts = []
-  for r in results['datasets']:
-    c, d, b = r['compressed'], r['decompressed'], r['bounds']
-    n, dims = r['num_images'], c['num_dims']
-    bootstrap_extra = c['bootstrap_bits'] - (c['bound_bits'] / max(
-        1, c['coded_images'])) * c['bootstrap_images']
-    rows = [
-        ['**tfp_flowpp local bits-back (file)**',
-         f"**{c['bits_per_dim']:.4f}**", f"{c['file_bytes']:,}"],
-        ['  of which bits-back images', f"{c['coded_bits'] / (n * dims):.4f}",
-         f"{c['coded_bits'] / 8:,.0f}"],
-        ['  of which initial bits (bootstrap images, no bits-back)',
-         f"{c['bootstrap_bits'] / (n * dims):.4f}",
-         f"{c['bootstrap_bits'] / 8:,.0f}"],
-        ['  of which header', f"{_bpd(c['header_bytes'], n, dims):.4f}",
-         f"{c['header_bytes']}"],
-        ['bits-back images alone (coded bits / their dims)',
-         f"{c['coded_bits'] / max(1, c['coded_images'] * dims):.4f}", ''],
-        ['model bound at the coded u (same bits-back images)',
-         f"{c['bound_bits'] / max(1, c['coded_images'] * dims):.4f}", ''],
-        ['model single-sample bound (all images)', f"{b['single_bpd']:.4f}",
-         ''],
-        [f"model IW bound, k={args.iw_samples} (all images)",
-         f"{b['iw_bpd']:.4f}", ''],
-        ['raw (log2 L bits per pixel)', f"{r['raw_bits_per_dim']:.4f}", ''],
-    ]
-    best_classical = math.inf
-    for name, (per_image, whole) in r['classical'].items():
-      rows.append([f'{name}, per image', f'{_bpd(per_image, n, dims):.4f}',
-                   f'{per_image:,}'])
-      rows.append([f'{name}, whole set', f'{_bpd(whole, n, dims):.4f}',
-                   f'{whole:,}'])
-      best_classical = min(best_classical, _bpd(per_image, n, dims),
-                           _bpd(whole, n, dims))
-    h, w, ch = r['image_shape']
-    md += ['', f"### {r['label']}: {n:,} test images, {h}×{w}×{ch}, "
-           f"{r['num_levels']} levels", '',
-           f"Model: `{os.path.basename(os.path.normpath(r['workdir']))}` "
-           f"(step {b['step']}).", '']
-    md.append(_common.markdown_table(['code', 'bits/dim', 'bytes'], rows))
-    speed = [
-        ['compress', f"{c['images_per_second']:.1f}",
-         f"{c['seconds']:.1f}", f"{c['setup_seconds']:.1f}"],
-        ['decompress', f"{d['images_per_second']:.1f}", f"{d['seconds']:.1f}",
-         f"{d['setup_seconds']:.1f}"],
-    ]
-    md += ['', _common.markdown_table(
-        ['direction', 'images/s', 'seconds', 'one-off warm-up s (tracing)'],
-        speed)]
-    # Amortisation of the initial bits: the bootstrap's excess over what the
-    # same images would cost with bits-back, spread over N images.
-    excess = max(0., bootstrap_extra)
-    amort = [[f'{m:,}', f'{excess / (m * dims):.4f}',
-              f"{(excess + 8 * c['header_bytes']) / (m * dims):.4f}"]
-             for m in AMORTISATION_IMAGES]
-    md += [
-        '',
-        f"Initial bits: a bits-back image draws bits from the stream before "
-        f"it writes its own — here up to "
-        f"{(c['bootstrap_bits'] - c['min_stream_bits']) / dims:.1f} bits per "
-        f"dimension (the first image: the stream fell from "
-        f"{c['bootstrap_bits']:,.0f} to {c['min_stream_bits']:,.0f} bits, "
-        f"never to zero). The first {c['bootstrap_images']} images are "
-        f"therefore coded without bits-back, with {c['bootstrap_codec']} "
-        f"({c['bootstrap_bits']:,.0f} bits, "
-        f"{c['bootstrap_bits'] / (c['bootstrap_images'] * dims):.3f} bits/dim)"
-        f", so that the bits-back images have data to draw from; their cost "
-        f"above the model's code length is {excess:,.0f} bits, which with the "
-        f"{c['header_bytes']}-byte header amortises over the number of "
-        f"images in a file as:", '',
-        _common.markdown_table(
-            ['images in the file', 'initial-bits overhead (bits/dim)',
-             'with header (bits/dim)'], amort)]
-    exact = d['bit_exact_images'] == d['num_images']
-    margin = c['bits_per_dim'] - b['single_bpd']
-    verdicts += [
-        [f"{r['label']}: actual ≤ single-sample bound + {TARGET_MARGIN}"
-         + ('' if n >= TARGET_MIN_IMAGES else
-            f' (target is for ≥ {TARGET_MIN_IMAGES:,} images; here {n})'),
-         f"{c['bits_per_dim']:.4f} vs {b['single_bpd']:.4f} ({margin:+.4f})",
-         '**met**' if margin <= TARGET_MARGIN else 'not met'],
-        [f"{r['label']}: better than every classical codec",
-         f"{c['bits_per_dim']:.4f} vs best {best_classical:.4f}",
-         '**met**' if c['bits_per_dim'] < best_classical else 'not met'],
-        [f"{r['label']}: bit-exact in a fresh process",
-         f"{d['bit_exact_images']}/{d['num_images']} images",
-         '**met**' if exact else 'NOT MET'],
-    ]
-    text.append(f"{r['label']}: file {c['bits_per_dim']:.4f} bpd, single "
-                f"{b['single_bpd']:.4f}, IW {b['iw_bpd']:.4f}, best classical "
-                f"{best_classical:.4f}, bit-exact {d['bit_exact_images']}/"
-                f"{d['num_images']}, {c['images_per_second']:.1f} / "
-                f"{d['images_per_second']:.1f} img/s")
-  if not any('Fashion' in r['label'] for r in results['datasets']):
-    md += ['', '### Fashion-MNIST', '',
-           'Not measured in this run. The script rewrites this whole section, '
-           'so measure both data sets at once: `python bench/compression.py '
-           '--digits_workdir=RUN --fashion_workdir=/work/runs/fmnist_ref` '
-           '(first 1,000 test images; `--fashion_images=0` for all 10,000).']
-  md += ['', '### Targets', '',
+  return md
+
+
+def _dataset_report(r, notes, args):
+  """``(summary line, markdown)`` of one data set, with its targets."""
+  c, d, b = r['compressed'], r['decompressed'], r['bounds']
+  n, dims = r['num_images'], c['num_dims']
+  bootstrap_extra = c['bootstrap_bits'] - (c['bound_bits'] / max(
+      1, c['coded_images'])) * c['bootstrap_images']
+  rows = [
+      ['**tfp_flowpp local bits-back (file)**',
+       f"**{c['bits_per_dim']:.4f}**", f"{c['file_bytes']:,}"],
+      ['  of which bits-back images', f"{c['coded_bits'] / (n * dims):.4f}",
+       f"{c['coded_bits'] / 8:,.0f}"],
+      ['  of which initial bits (bootstrap images, no bits-back)',
+       f"{c['bootstrap_bits'] / (n * dims):.4f}",
+       f"{c['bootstrap_bits'] / 8:,.0f}"],
+      ['  of which header', f"{_bpd(c['header_bytes'], n, dims):.4f}",
+       f"{c['header_bytes']}"],
+      ['bits-back images alone (coded bits / their dims)',
+       f"{c['coded_bits'] / max(1, c['coded_images'] * dims):.4f}", ''],
+      ['model bound at the coded u (same bits-back images)',
+       f"{c['bound_bits'] / max(1, c['coded_images'] * dims):.4f}", ''],
+      ['model single-sample bound (all images)', f"{b['single_bpd']:.4f}",
+       ''],
+      [f"model IW bound, k={args.iw_samples} (all images)",
+       f"{b['iw_bpd']:.4f}", ''],
+      ['raw (log2 L bits per pixel)', f"{r['raw_bits_per_dim']:.4f}", ''],
+  ]
+  best_classical = math.inf
+  for name, (per_image, whole) in r['classical'].items():
+    rows.append([f'{name}, per image', f'{_bpd(per_image, n, dims):.4f}',
+                 f'{per_image:,}'])
+    rows.append([f'{name}, whole set', f'{_bpd(whole, n, dims):.4f}',
+                 f'{whole:,}'])
+    best_classical = min(best_classical, _bpd(per_image, n, dims),
+                         _bpd(whole, n, dims))
+  h, w, ch = r['image_shape']
+  md = [f"### {r['label']}: {n:,} test images, {h}×{w}×{ch}, "
+        f"{r['num_levels']} levels", ''] + notes + [
+            '', f"Model: `{os.path.basename(os.path.normpath(r['workdir']))}` "
+            f"(step {b['step']}).", '']
+  md.append(_common.markdown_table(['code', 'bits/dim', 'bytes'], rows))
+  speed = [
+      ['compress', f"{c['images_per_second']:.1f}",
+       f"{c['seconds']:.1f}", f"{c['setup_seconds']:.1f}"],
+      ['decompress', f"{d['images_per_second']:.1f}", f"{d['seconds']:.1f}",
+       f"{d['setup_seconds']:.1f}"],
+  ]
+  md += ['', _common.markdown_table(
+      ['direction', 'images/s', 'seconds', 'one-off warm-up s (tracing)'],
+      speed)]
+  # Amortisation of the initial bits: the bootstrap's excess over what the
+  # same images would cost with bits-back, spread over N images.
+  excess = max(0., bootstrap_extra)
+  amort = [[f'{m:,}', f'{excess / (m * dims):.4f}',
+            f"{(excess + 8 * c['header_bytes']) / (m * dims):.4f}"]
+           for m in AMORTISATION_IMAGES]
+  md += [
+      '',
+      f"Initial bits: a bits-back image draws bits from the stream before "
+      f"it writes its own — here up to "
+      f"{(c['bootstrap_bits'] - c['min_stream_bits']) / dims:.1f} bits per "
+      f"dimension (the first image: the stream fell from "
+      f"{c['bootstrap_bits']:,.0f} to {c['min_stream_bits']:,.0f} bits, "
+      f"never to zero). The first {c['bootstrap_images']} images are "
+      f"therefore coded without bits-back, with {c['bootstrap_codec']} "
+      f"({c['bootstrap_bits']:,.0f} bits, "
+      f"{c['bootstrap_bits'] / (c['bootstrap_images'] * dims):.3f} bits/dim)"
+      f", so that the bits-back images have data to draw from; their cost "
+      f"above the model's code length is {excess:,.0f} bits, which with the "
+      f"{c['header_bytes']}-byte header amortises over the number of "
+      f"images in a file as:", '',
+      _common.markdown_table(
+          ['images in the file', 'initial-bits overhead (bits/dim)',
+           'with header (bits/dim)'], amort)]
+  exact = d['bit_exact_images'] == d['num_images']
+  margin = c['bits_per_dim'] - b['single_bpd']
+  verdicts = [
+      [f"actual ≤ single-sample bound + {TARGET_MARGIN}"
+       + ('' if n >= TARGET_MIN_IMAGES else
+          f' (target is for ≥ {TARGET_MIN_IMAGES:,} images; here {n})'),
+       f"{c['bits_per_dim']:.4f} vs {b['single_bpd']:.4f} ({margin:+.4f})",
+       '**met**' if margin <= TARGET_MARGIN else 'not met'],
+      ['better than every classical codec',
+       f"{c['bits_per_dim']:.4f} vs best {best_classical:.4f}",
+       '**met**' if c['bits_per_dim'] < best_classical else 'not met'],
+      ['bit-exact in a fresh process',
+       f"{d['bit_exact_images']}/{d['num_images']} images",
+       '**met**' if exact else 'NOT MET'],
+  ]
+  md += ['', f"#### Targets ({r['label']})", '',
          _common.markdown_table(['target', 'measured', 'verdict'], verdicts)]
-  return '\n'.join(text), '\n'.join(md)
+  text = (f"{r['label']}: file {c['bits_per_dim']:.4f} bpd, single "
+          f"{b['single_bpd']:.4f}, IW {b['iw_bpd']:.4f}, best classical "
+          f"{best_classical:.4f}, bit-exact {d['bit_exact_images']}/"
+          f"{d['num_images']}, {c['images_per_second']:.1f} / "
+          f"{d['images_per_second']:.1f} img/s")
+  return text, '\n'.join(md)
+
+
+def report(results, command, env, args):
+  """``(summary text, {doc section: markdown})``.
+
+  Each data set has its own section (``compression`` for digits or the
+  quick run, `FASHION_SECTION` for Fashion-MNIST), so measuring one leaves
+  the other's numbers in the doc.
+  """
+  notes = _notes(env, command, args, results.get('load_after'))
+  text, sections = [], {}
+  for r in results['datasets']:
+    line, md = _dataset_report(r, notes, args)
+    text.append(line)
+    if r['key'] == 'fashion_mnist':
+      sections[FASHION_SECTION] = md
+    else:
+      sections[SECTION] = f'{_TITLE}\n\n{md}'
+  return '\n'.join(text), sections
 
 
 def _cpu_flags():
@@ -449,17 +475,22 @@ def main(argv):
   command = _common.reproduce_command('compression.py', argv)
   results = {'datasets': []}
   with tempfile.TemporaryDirectory(prefix='bench_compression_') as tmp:
-    for label, workdir, split, n in _dataset_specs(args):
-      results['datasets'].append(run_dataset(label, workdir, split, n, args,
-                                             tmp))
+    for spec in _dataset_specs(args):
+      results['datasets'].append(run_dataset(*spec, args, tmp))
   results['load_after'] = _common.load_average()
-  text, markdown = report(results, command, env, args)
+  text, sections = report(results, command, env, args)
   print(text)
-  print(markdown)
+  for markdown in sections.values():
+    print(markdown)
   doc = _common.output_doc(args)
   if doc:
-    _common.update_doc_section('compression', markdown, doc)
-    print(f'wrote the compression section of {doc}')
+    for name, markdown in sections.items():
+      _common.update_doc_section(name, markdown, doc)
+      print(f'wrote the {name} section of {doc}')
+    if SECTION in sections and FASHION_SECTION not in sections:
+      existing = open(doc).read()
+      if f'<!-- BEGIN {FASHION_SECTION} -->' not in existing:
+        _common.update_doc_section(FASHION_SECTION, _FASHION_PENDING, doc)
   return 0
 
 
