@@ -478,7 +478,7 @@ def test_write_atomic_never_leaves_a_half_written_file(tmp_path, monkeypatch):
   def fail(*args):
     raise OSError('disk full')
 
-  monkeypatch.setattr(file_format.os, 'replace', fail)
+  monkeypatch.setattr(os, 'replace', fail)
   with pytest.raises(OSError, match='disk full'):
     compression.write_atomic(str(path), b'new contents' * 1000)
   assert path.read_bytes() == b'old contents'

@@ -38,12 +38,12 @@ writes any output through a temporary file and a rename.
 import dataclasses
 import hashlib
 import json
-import os
 import struct
-import tempfile
 import zlib
 
 import numpy as np
+
+from tfp_flowpp.training import atomic_files
 
 __all__ = [
     'FORMAT_VERSION', 'MAGIC', 'FormatError', 'Header', 'model_fingerprint',
@@ -187,17 +187,9 @@ def unpack(data, name='input'):
 
 
 def write_atomic(path, payload):
-  """Writes bytes to ``path`` through a temporary file and `os.replace`."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      f.write(payload)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  """Writes bytes to ``path`` through a temporary file and `os.replace`.
+
+  The project's one atomic writer (`training.atomic_files`): a reader sees
+  the old file or the complete new one, never a half-written file.
+  """
+  atomic_files.atomic_write_bytes(path, payload)
