@@ -38,6 +38,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Top-level import name -> PyPI distribution (rules_python `requirement`).
 _THIRD_PARTY = {
     'absl': 'absl-py',
+    'constriction': 'constriction',
     'matplotlib': 'matplotlib',
     'numpy': 'numpy',
     'PIL': 'pillow',
@@ -408,14 +409,14 @@ def test_unknown_third_party_import_is_a_one_line_error(tmp_path,
                                                         monkeypatch):
   fake = tmp_path / 'tfp_flowpp' / 'data' / 'config.py'
   fake.parent.mkdir(parents=True)
-  fake.write_text('import numpy as np\nimport constriction\n')
+  fake.write_text('import numpy as np\nimport not_a_pypi_module\n')
   monkeypatch.setattr(sys.modules[__name__], 'ROOT', tmp_path)
   index = {'tfp_flowpp.data.config': 'tfp_flowpp_data_config'}
   with pytest.raises(ValueError) as e:
     _deps(fake, index)
   assert str(e.value) == (
-      "tfp_flowpp/data/config.py imports 'constriction': not a module of this "
-      'tree nor of the standard library; add its PyPI distribution to '
+      "tfp_flowpp/data/config.py imports 'not_a_pypi_module': not a module of "
+      'this tree nor of the standard library; add its PyPI distribution to '
       '_THIRD_PARTY in tests/test_build_sync.py.')
   fake.write_text('import numpy as np\n')
   assert _deps(fake, index) == ([], ['numpy'])
