@@ -305,6 +305,8 @@ def test_encode_decode_round_trip():
 @pytest.mark.parametrize('temperature', [1.0, 0.7])
 def test_samples_are_in_range_and_score_finitely(trained_tiny, temperature):
   _, model, _, _, _ = trained_tiny
+  z = model.sample_latents(256, seed=[1, 2], temperature=temperature)
+  assert np.all(np.isfinite(model.decode_continuous(z)))
   samples = model.sample(256, seed=[1, 2], temperature=temperature)
   assert samples.dtype == tf.int32
   assert int(tf.reduce_min(samples)) >= 0
@@ -334,8 +336,36 @@ def test_no_nan_in_bound_gradient_or_samples_at_extremes():
   assert np.all(np.isfinite(bound))
   assert all(np.all(np.isfinite(g)) for g in grads)
   for temperature in (1.0, 0.7):
+    z = model.sample_latents(64, seed=[2, 2], temperature=temperature)
+    assert np.all(np.isfinite(model.decode_continuous(z)))
     samples = model.sample(64, seed=[2, 2], temperature=temperature)
-    assert np.all(np.isfinite(samples.numpy()))
+    assert samples.dtype == tf.int32
+    assert 0 <= int(tf.reduce_min(samples))
+    assert int(tf.reduce_max(samples)) < 256
+
+
+@pytest.mark.parametrize('bad', [np.nan, np.inf, -np.inf])
+def test_non_finite_decoded_values_raise_instead_of_becoming_pixels(bad):
+  """NaN would cast to -2**31; no public path returns such a pixel."""
+  model = discrete_image_flow.DiscreteImageFlow(
+      tfb.Shift(tf.Variable(0.)), dequantization.UniformDequantizer((2, 2, 1)),
+      (2, 2, 1), num_levels=4)
+  z = tf.constant([[[[0.5], [1.5]], [[-3.], [9.]]]])
+  np.testing.assert_array_equal(model.decode(z)[0, ..., 0], [[0, 1], [0, 3]])
+  poisoned = tf.tensor_scatter_nd_update(z, [[0, 1, 0, 0]], [bad])
+  message = 'decoded values are not finite'
+  with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+    model.decode(poisoned)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+    tf.function(model.decode)(poisoned)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+    model.quantize(poisoned)
+  # Sampling and interpolation decode through the same check.
+  model.bijector.shift.assign(bad)  # decode_continuous(z) = z - shift.
+  with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+    model.sample(3, seed=[1, 2])
+  with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+    model.interpolate(tf.zeros([1, 2, 2, 1]), tf.ones([1, 2, 2, 1]))
 
 
 def test_bad_inputs_give_clear_errors():

@@ -6,6 +6,10 @@ and the EMA/Polyak copies of the weights that `tf_keras` optimizers keep with
 a run is always the same images) and the skipped-step counter.
 """
 
+import contextlib
+import signal
+import threading
+
 import tensorflow as tf
 
 from tfp_flowpp import model_builder
@@ -28,11 +32,45 @@ def make_checkpoint(model, optimizer, step, skipped):
       model=model, optimizer=optimizer, step=step, skipped=skipped)
 
 
+@contextlib.contextmanager
+def _signals_deferred(signals=(signal.SIGINT, signal.SIGTERM)):
+  """Holds SIGINT/SIGTERM until the block ends, then delivers them.
+
+  Python runs signal handlers in the main thread between bytecodes, so a
+  handler that raises (Ctrl-C, the trainer's SIGTERM) could interrupt a
+  loop of assignments halfway. Inside the block such signals are only
+  recorded; on exit the previous handlers are back and each recorded signal
+  is raised again (`signal.raise_signal` runs its handler at once). Blocking
+  the signal with ``pthread_sigmask`` would not do: the kernel hands it to
+  one of TensorFlow's threads and Python still runs the handler in the main
+  thread. Outside the main thread handlers cannot be changed (nor run), and
+  the block runs as is.
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  pending = []
+  previous = {s: signal.getsignal(s) for s in signals}
+  for s in signals:
+    signal.signal(s, lambda signum, frame: pending.append(signum))
+  try:
+    yield
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+    for s in pending:
+      signal.raise_signal(s)
+
+
 class ema_weights:  # pylint: disable=invalid-name
   """Context manager: the model holds its EMA weights inside the block.
 
   Uses the optimizer's own `finalize_variable_values` and restores the raw
-  training weights on exit (also on errors). A no-op without EMA.
+  training weights on exit (also on errors). A no-op without EMA. Both swaps
+  are atomic: SIGINT/SIGTERM arriving during one are handled after it, and
+  if the swap in fails (or such a signal arrives during it) the raw weights
+  are restored before the exception propagates -- so a checkpoint written by
+  an interrupt handler never holds half-swapped weights.
   """
 
   def __init__(self, model, optimizer):
@@ -42,16 +80,25 @@ class ema_weights:  # pylint: disable=invalid-name
 
   def __enter__(self):
     if self.optimizer.use_ema:
-      self.backup = [tf.identity(v) for v in self.variables]
-      self.optimizer.finalize_variable_values(self.variables)
+      try:
+        with _signals_deferred():
+          self.backup = [tf.identity(v) for v in self.variables]
+          self.optimizer.finalize_variable_values(self.variables)
+      except BaseException:
+        self._restore()
+        raise
     return self
 
   def __exit__(self, *exc):
-    if self.backup is not None:
-      for variable, value in zip(self.variables, self.backup):
-        variable.assign(value)
-      self.backup = None
+    self._restore()
     return False
+
+  def _restore(self):
+    if self.backup is not None:
+      with _signals_deferred():
+        for variable, value in zip(self.variables, self.backup):
+          variable.assign(value)
+        self.backup = None
 
 
 # What `tf.train.Checkpoint.read/restore` raise for a checkpoint that does

@@ -37,6 +37,7 @@ from tfp_flowpp import data as data_lib
 from tfp_flowpp import model_builder
 from tfp_flowpp.training import atomic_files
 from tfp_flowpp.training import checkpoints
+from tfp_flowpp.training import determinism
 from tfp_flowpp.training import evaluation
 from tfp_flowpp.training import figures
 from tfp_flowpp.training import optimization
@@ -100,6 +101,8 @@ class Trainer:
                strategy=None,
                stream=None,
                model_fn=None):
+    if train_config.deterministic:  # Before this run creates any op.
+      determinism.enable(train_config.seed)
     self.train_config = train_config
     self.data_config = data_config
     self.workdir = workdir_lib.Workdir(workdir)
@@ -142,13 +145,15 @@ class Trainer:
   def _build(self, model_fn):
     with self.strategy.scope():
       self.model = model_fn(self.model_config)
-      self.optimizer = optimization.make_optimizer(self.train_config)
       self.step = tf.Variable(
           0,
           dtype=tf.int64,
           trainable=False,
           name='step',
           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+      # The schedule follows `step`, which counts skipped steps too.
+      self.optimizer = optimization.make_optimizer(self.train_config,
+                                                   step=self.step)
       self.skipped = tf.Variable(
           0,
           dtype=tf.int64,
@@ -318,7 +323,12 @@ class Trainer:
     if not n:
       return None
     seed = tf.constant([self.train_config.seed, 12345], tf.int32)
-    images = self._sample_fn(n, seed)
+    try:
+      images = self._sample_fn(n, seed)
+    except tf.errors.InvalidArgumentError as e:  # Non-finite: no pixels.
+      first = (e.message.strip().splitlines() or [''])[0]
+      self._print(f'No sample grid at step {step}: {first[:300]}')
+      return None
     path = os.path.join(self.workdir.figures_dir, f'samples_{step:08d}.png')
     grid = figures.save_image_grid(images.numpy(), path, self.model.num_levels)
     with open(path, 'rb') as f:
@@ -334,7 +344,7 @@ class Trainer:
         step=step, epoch=step / steps_per_epoch, wall_time=time.time(),
         elapsed_sec=self.elapsed, cpu_seconds=self.cpu_seconds,
         skipped_steps=int(self.skipped.numpy()),
-        learning_rate=float(tf.convert_to_tensor(self.optimizer.learning_rate)))
+        learning_rate=self._learning_rate())
     record.update(train_stats)
     with checkpoints.ema_weights(self.model, self.optimizer):
       val = self.evaluator.evaluate(
@@ -469,7 +479,7 @@ class Trainer:
           f'{consecutive} consecutive steps had a non-finite loss or gradient; '
           'stopping (parameters are from the last good step). Lower '
           '--learning_rate or check the data.')
-    lr = float(tf.convert_to_tensor(self.optimizer.learning_rate))
+    lr = self._learning_rate()
     if self.bar is not None:
       self.bar.update(
           step,
@@ -483,6 +493,10 @@ class Trainer:
       tf.summary.scalar('train/learning_rate', lr)
       tf.summary.scalar('train/skipped_steps', skipped)
       tf.summary.scalar('train/images_per_sec', self.images_per_sec)
+
+  def _learning_rate(self):
+    """The rate of the next step, schedule(step)."""
+    return float(optimization.from_config(self.train_config)(self.step))
 
   def _train_stats(self):
     """Mean train bpd since the last evaluation (applied steps only)."""
