@@ -147,6 +147,32 @@ def test_probabilities_sum_to_one_after_training(trained_tiny):
   assert probs.mean() > 1.5 / 256
 
 
+# Multi-scale structure on the 2×2 model (exact preprocessing, uniform
+# dequantization): squeeze to 1×1×4, factor half of it out (its density is
+# the prior's), and Glow's learned split prior (a coupling of the factored
+# half on the kept half).
+STRUCTURES = {
+    'squeeze': dict(flow='checkerboard:2 squeeze channel:2'),
+    'factor_out': dict(flow='checkerboard:2 squeeze channel:2 factor_out '
+                       'channel:1'),
+    'split_prior': dict(flow='checkerboard:2 squeeze channel:2 factor_out '
+                        'channel:1', split_prior=True),
+}
+
+
+@pytest.mark.parametrize('structure', sorted(STRUCTURES))
+def test_probabilities_sum_to_one_with_multi_scale_structure(structure):
+  model = model_builder.build_model(
+      tiny_config('uniform', preprocess_alpha=1., dtype='float64',
+                  **STRUCTURES[structure]))
+  data = tiny_data()
+  model.initialize(data[:256], seed=tf.constant([0, 0]))
+  losses = train(model, data, steps=80)
+  assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 0.2, losses[::10]
+  total = total_probability(model, k=64, seed=17)
+  assert abs(total - 1.) < 0.03, (structure, total)
+
+
 def test_official_preprocessing_leaks_mass_the_exact_one_does_not():
   official = model_builder.build_model(tiny_config('uniform'))
   exact = model_builder.build_model(

@@ -21,6 +21,7 @@ from tfp_flowpp.training import atomic_files
 from tfp_flowpp.training import checkpoints
 from tfp_flowpp.training import evaluation
 from tfp_flowpp.training import optimization
+from tfp_flowpp.training import progress
 from tfp_flowpp.training import strategy as strategy_lib
 from tfp_flowpp.training import trainer as trainer_lib
 
@@ -317,6 +318,18 @@ def test_training_run_writes_every_output_and_resumes(tmp_path):
       json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))
   ]
   assert [m['step'] for m in metrics] == [3, 6, 9]
+  # Re-running the finished run prints the stored result and changes nothing
+  # (no duplicate record, no second test evaluation).
+  stream = io.StringIO()
+  again = trainer_lib.Trainer(tiny_model_config(), DATA,
+                              train_config(train_steps=9), workdir,
+                              stream=stream)
+  again.evaluator.evaluate = lambda *a, **k: pytest.fail('re-evaluated')
+  assert again.run() == metrics[-1]
+  assert open(os.path.join(workdir, 'metrics.jsonl')).read().count('\n') == 3
+  assert (f'Already trained to step 9 (train_steps=9): val '
+          f'{metrics[-1]["val_bpd"]:.4f}, TEST {metrics[-1]["test_bpd"]:.4f} '
+          'bits/dim') in stream.getvalue()
 
 
 def test_different_architecture_is_refused_before_writing(tmp_path):
@@ -479,6 +492,35 @@ def test_trainer_holds_its_state_and_run_reuses_it(tmp_path):
   assert trainer.restore_or_initialize() == 4
   assert step_fn.experimental_get_tracing_count() == 1
   assert trainer.cpu_seconds > 0 and trainer.elapsed > 0
+
+
+def test_start_prints_the_data_and_kept_classes(tmp_path):
+  images = np.random.default_rng(0).integers(0, 17, (100, 4, 4), np.uint8)
+  path = str(tmp_path / 'data.npz')
+  np.savez(path, images=images, labels=np.arange(100) % 5, num_levels=17)
+  data = data_lib.DataConfig(dataset=f'npz:{path}', classes=(1, 3),
+                             validation_size=0.1, test_size=0.2)
+  stream = io.StringIO()
+  trainer = trainer_lib.Trainer(
+      tiny_model_config(), data, train_config(init_batch_size=16),
+      str(tmp_path / 'run'), stream=stream)
+  trainer.restore_or_initialize()
+  line = stream.getvalue().splitlines()[0]
+  sizes = trainer.dataset.num_examples
+  assert sum(sizes.values()) == 40  # Two of the five classes.
+  assert line == (
+      f'Data: {trainer.dataset.name} (source npz:{path}; classes 1,3), 17 '
+      f'levels, images 4x4x1; train {sizes["train"]}, validation '
+      f'{sizes["validation"]}, test {sizes["test"]} images.'), line
+
+
+def test_throughput_below_10_images_per_second_shows_a_decimal():
+  stream = io.StringIO()
+  bar = progress.ProgressBar(10, stream=stream)
+  for rate in (0.44, 9.96, 1234.4):
+    bar.update(1, **{'img/s': rate})
+  rates = re.findall(r'(\S+) img/s', stream.getvalue())
+  assert rates == ['0.4', '10.0', '1,234'], rates
 
 
 def test_batch_larger_than_the_data_fails_before_writing(tmp_path):

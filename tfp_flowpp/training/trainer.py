@@ -217,7 +217,25 @@ class Trainer:
       self._ready = True
     return int(self.step.numpy())
 
+  def _describe_data(self):
+    """``Data: digits (source digits; all 10 classes), 17 levels, ...``."""
+    dataset = self.dataset
+    config = dataset.config or self.data_config
+    total = len(dataset.class_names) if dataset.class_names else None
+    of = f' of {total}' if total else ''
+    if config.classes:
+      kept = f'classes {",".join(map(str, config.classes))}{of}'
+    else:
+      kept = f'all{" " + str(total) if total else ""} classes'
+    sizes = ', '.join(
+        f'{split} {dataset.num_examples[split]:,}'
+        for split in ('train', 'validation', 'test'))
+    return (f'Data: {dataset.name} (source {config.dataset}; {kept}), '
+            f'{dataset.num_levels} levels, images '
+            f'{"x".join(map(str, dataset.image_shape))}; {sizes} images.')
+
   def _restore_or_initialize(self):
+    self._print(self._describe_data())
     latest = tf.train.latest_checkpoint(self.workdir.checkpoint_dir)
     if latest:
       with self.strategy.scope():
@@ -405,8 +423,20 @@ class Trainer:
     cfg = self.train_config
     start = self.restore_or_initialize()
     if start >= cfg.train_steps:
-      self._print(f'Already trained to step {start} (train_steps='
-                  f'{cfg.train_steps}).')
+      finished = [
+          r for r in self.workdir.read_metrics()
+          if r.get('step') == start and 'test_bpd' in r
+      ]
+      if finished:  # Nothing to do: report the stored result.
+        record = finished[-1]
+        self._print(
+            f'Already trained to step {start} (train_steps={cfg.train_steps}'
+            f'): val {record["val_bpd"]:.4f}, TEST {record["test_bpd"]:.4f} '
+            f'bits/dim (importance-weighted, k={record.get("test_num_samples")}'
+            f'), from {self.workdir.metrics_path}.')
+        return record
+      # Stopped after the last checkpoint but before the final evaluation.
+      self._print(f'Trained to step {start}; running the final evaluation.')
       return self._final(start, {})
     batches = self.dataset.train_batches(cfg.batch_size, start_step=start)
     iterator = iter(self.strategy.experimental_distribute_dataset(batches))
