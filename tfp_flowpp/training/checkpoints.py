@@ -3,7 +3,9 @@
 A checkpoint holds the model, the optimizer (Adam moments, iteration count
 and the EMA/Polyak copies of the weights that `tf_keras` optimizers keep with
 ``use_ema=True``), the step (which also fixes the data position: batch k of
-a run is always the same images) and the skipped-step counter.
+a run is always the same images) and the skipped-step counters (total and
+consecutive, so the abort after ``max_consecutive_skips`` counts across a
+resume).
 """
 
 import contextlib
@@ -27,9 +29,13 @@ class CheckpointError(ValueError):
   """A checkpoint that does not fit the model (one-line message)."""
 
 
-def make_checkpoint(model, optimizer, step, skipped):
+def make_checkpoint(model, optimizer, step, skipped, consecutive_skips=None):
+  """The `tf.train.Checkpoint` of a run (``consecutive_skips`` since v0.2)."""
+  counters = {}
+  if consecutive_skips is not None:
+    counters['consecutive_skips'] = consecutive_skips
   return tf.train.Checkpoint(
-      model=model, optimizer=optimizer, step=step, skipped=skipped)
+      model=model, optimizer=optimizer, step=step, skipped=skipped, **counters)
 
 
 @contextlib.contextmanager
@@ -120,13 +126,16 @@ def restore_error(path, error, what='this architecture'):
       f'Checkpoint {path} does not match {what}: {first[:200]}')
 
 
-def restore_for_inference(workdir_path, use_ema=True, checkpoint_path=None):
+def restore_for_inference(workdir_path, use_ema=True, checkpoint_path=None,
+                          model_fn=None):
   """Rebuilds a trained model from a workdir with its EMA weights in place.
 
   Args:
     workdir_path: a directory written by `bin/train`.
     use_ema: load the Polyak-averaged weights (what the paper evaluates).
     checkpoint_path: a specific checkpoint prefix; default the latest.
+    model_fn: the ``model_fn(model_config)`` the run was trained with
+      (`Trainer`'s); default `model_builder.build_model`.
 
   Returns:
     ``(model, configs, step)`` — configs is the raw dict of config.json.
@@ -141,7 +150,7 @@ def restore_for_inference(workdir_path, use_ema=True, checkpoint_path=None):
   path = checkpoint_path or tf.train.latest_checkpoint(workdir.checkpoint_dir)
   if not path:
     raise CheckpointError(f'No checkpoint in {workdir.checkpoint_dir}.')
-  model = model_builder.build_model(model_config)
+  model = (model_fn or model_builder.build_model)(model_config)
   optimizer = optimization.make_optimizer(train_config)
   optimizer.build(model.trainable_variables)
   step = tf.Variable(0, dtype=tf.int64, trainable=False)

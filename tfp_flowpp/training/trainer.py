@@ -79,8 +79,8 @@ class Trainer:
     model_fn: ``model_fn(model_config) -> DiscreteImageFlow``, called once
       inside the strategy's scope; default `model_builder.build_model`.
       Any `DiscreteImageFlow` trains (e.g. one whose flow is TFP's
-      `tfb.Glow`); only the default's checkpoints can be restored by
-      `restore_for_inference`, which rebuilds the model from the config.
+      `tfb.Glow`); `restore_for_inference` rebuilds it from the config with
+      the same ``model_fn``.
 
   Attributes:
     model, optimizer, strategy, dataset, evaluator: What the run uses.
@@ -179,8 +179,9 @@ class Trainer:
           name='eval_window_bpd',
           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     self.variables = self.model.trainable_variables
-    self.checkpoint = checkpoints.make_checkpoint(self.model, self.optimizer,
-                                                  self.step, self.skipped)
+    self.checkpoint = checkpoints.make_checkpoint(
+        self.model, self.optimizer, self.step, self.skipped,
+        self.consecutive_skips)
     directory = self.workdir.checkpoint_dir
     if not self.chief:
       # Multi-worker saving is collective: every worker saves, non-chief
