@@ -20,7 +20,8 @@ from tfp_flowpp.training import optimization
 from tfp_flowpp.training import workdir as workdir_lib
 
 __all__ = [
-    'make_checkpoint', 'restore_for_inference', 'ema_weights', 'restore_error',
+    'make_checkpoint', 'restore_training_state', 'restore_for_inference',
+    'ema_weights', 'restore_error',
     'RESTORE_ERRORS', 'CheckpointError'
 ]
 
@@ -36,6 +37,24 @@ def make_checkpoint(model, optimizer, step, skipped, consecutive_skips=None):
     counters['consecutive_skips'] = consecutive_skips
   return tf.train.Checkpoint(
       model=model, optimizer=optimizer, step=step, skipped=skipped, **counters)
+
+
+def restore_training_state(path, model, optimizer, step, skipped,
+                           consecutive_skips):
+  """Restores the checkpoint ``path`` of a run into these objects.
+
+  Checkpoints written before ``consecutive_skips`` was saved restore
+  everything else and leave it as it is (0 in a new `Trainer`, what those
+  versions resumed with).
+
+  Raises:
+    One of `RESTORE_ERRORS` if the checkpoint does not fit or is unreadable.
+  """
+  if not tf.train.load_checkpoint(path).has_tensor(
+      'consecutive_skips/.ATTRIBUTES/VARIABLE_VALUE'):
+    consecutive_skips = None
+  make_checkpoint(model, optimizer, step, skipped, consecutive_skips).restore(
+      path).assert_existing_objects_matched()
 
 
 @contextlib.contextmanager

@@ -242,7 +242,9 @@ class Trainer:
       with self.strategy.scope():
         self.optimizer.build(self.variables)
       try:
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        checkpoints.restore_training_state(latest, self.model, self.optimizer,
+                                           self.step, self.skipped,
+                                           self.consecutive_skips)
       except checkpoints.RESTORE_ERRORS as e:
         raise checkpoints.restore_error(latest, e) from e
       step = int(self.step.numpy())
