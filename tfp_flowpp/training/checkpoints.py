@@ -39,9 +39,8 @@ def make_checkpoint(model, optimizer, step, skipped, consecutive_skips=None):
       model=model, optimizer=optimizer, step=step, skipped=skipped, **counters)
 
 
-def restore_training_state(path, model, optimizer, step, skipped,
-                           consecutive_skips):
-  """Restores the checkpoint ``path`` of a run into these objects.
+def restore_training_state(checkpoint, path):
+  """Restores the checkpoint ``path`` into the `make_checkpoint` ``checkpoint``.
 
   Checkpoints written before ``consecutive_skips`` was saved restore
   everything else and leave it as it is (0 in a new `Trainer`, what those
@@ -52,9 +51,9 @@ def restore_training_state(path, model, optimizer, step, skipped,
   """
   if not tf.train.load_checkpoint(path).has_tensor(
       'consecutive_skips/.ATTRIBUTES/VARIABLE_VALUE'):
-    consecutive_skips = None
-  make_checkpoint(model, optimizer, step, skipped, consecutive_skips).restore(
-      path).assert_existing_objects_matched()
+    checkpoint = make_checkpoint(checkpoint.model, checkpoint.optimizer,
+                                 checkpoint.step, checkpoint.skipped)
+  checkpoint.restore(path).assert_existing_objects_matched()
 
 
 @contextlib.contextmanager

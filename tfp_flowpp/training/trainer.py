@@ -242,9 +242,7 @@ class Trainer:
       with self.strategy.scope():
         self.optimizer.build(self.variables)
       try:
-        checkpoints.restore_training_state(latest, self.model, self.optimizer,
-                                           self.step, self.skipped,
-                                           self.consecutive_skips)
+        checkpoints.restore_training_state(self.checkpoint, latest)
       except checkpoints.RESTORE_ERRORS as e:
         raise checkpoints.restore_error(latest, e) from e
       step = int(self.step.numpy())
