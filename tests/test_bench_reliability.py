@@ -16,7 +16,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(script, tmp_path, timeout=900):
+def _run(script, tmp_path, timeout=2400):
   doc = tmp_path / 'benchmarks.md'
   result = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'bench', script), '--quick',
