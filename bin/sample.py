@@ -32,7 +32,10 @@ def main():
       FLAGS.num,
       seed=tf.constant([FLAGS.seed, 0]),
       temperature=FLAGS.temperature))
-  images = sample().numpy()
+  try:
+    images = sample().numpy()
+  except tf.errors.InvalidArgumentError as e:  # Non-finite decoded values.
+    raise ValueError(e.message.strip().splitlines()[0]) from e
   figures.save_image_grid(
       images, FLAGS.out, model.num_levels, columns=FLAGS.columns or None)
   if FLAGS.npy:

@@ -147,6 +147,32 @@ def test_probabilities_sum_to_one_after_training(trained_tiny):
   assert probs.mean() > 1.5 / 256
 
 
+# Multi-scale structure on the 2×2 model (exact preprocessing, uniform
+# dequantization): squeeze to 1×1×4, factor half of it out (its density is
+# the prior's), and Glow's learned split prior (a coupling of the factored
+# half on the kept half).
+STRUCTURES = {
+    'squeeze': dict(flow='checkerboard:2 squeeze channel:2'),
+    'factor_out': dict(flow='checkerboard:2 squeeze channel:2 factor_out '
+                       'channel:1'),
+    'split_prior': dict(flow='checkerboard:2 squeeze channel:2 factor_out '
+                        'channel:1', split_prior=True),
+}
+
+
+@pytest.mark.parametrize('structure', sorted(STRUCTURES))
+def test_probabilities_sum_to_one_with_multi_scale_structure(structure):
+  model = model_builder.build_model(
+      tiny_config('uniform', preprocess_alpha=1., dtype='float64',
+                  **STRUCTURES[structure]))
+  data = tiny_data()
+  model.initialize(data[:256], seed=tf.constant([0, 0]))
+  losses = train(model, data, steps=80)
+  assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 0.2, losses[::10]
+  total = total_probability(model, k=64, seed=17)
+  assert abs(total - 1.) < 0.03, (structure, total)
+
+
 def test_official_preprocessing_leaks_mass_the_exact_one_does_not():
   official = model_builder.build_model(tiny_config('uniform'))
   exact = model_builder.build_model(
@@ -305,6 +331,8 @@ def test_encode_decode_round_trip():
 @pytest.mark.parametrize('temperature', [1.0, 0.7])
 def test_samples_are_in_range_and_score_finitely(trained_tiny, temperature):
   _, model, _, _, _ = trained_tiny
+  z = model.sample_latents(256, seed=[1, 2], temperature=temperature)
+  assert np.all(np.isfinite(model.decode_continuous(z)))
   samples = model.sample(256, seed=[1, 2], temperature=temperature)
   assert samples.dtype == tf.int32
   assert int(tf.reduce_min(samples)) >= 0
@@ -334,8 +362,57 @@ def test_no_nan_in_bound_gradient_or_samples_at_extremes():
   assert np.all(np.isfinite(bound))
   assert all(np.all(np.isfinite(g)) for g in grads)
   for temperature in (1.0, 0.7):
+    z = model.sample_latents(64, seed=[2, 2], temperature=temperature)
+    assert np.all(np.isfinite(model.decode_continuous(z)))
     samples = model.sample(64, seed=[2, 2], temperature=temperature)
-    assert np.all(np.isfinite(samples.numpy()))
+    assert samples.dtype == tf.int32
+    assert 0 <= int(tf.reduce_min(samples))
+    assert int(tf.reduce_max(samples)) < 256
+
+
+def test_dropout_masks_are_a_function_of_the_seed_and_the_layer():
+  """Stateless dropout: the same seed gives the same bound, eager or traced."""
+  from tfp_flowpp.networks import blocks  # pylint: disable=g-import-not-at-top
+  model = model_builder.build_model(
+      tiny_config(image_shape=(4, 4, 1), num_levels=17, dropout=0.3,
+                  flow='stripe:2', dequantizer_flow='stripe:1'))
+  layers = [m for m in model.submodules if hasattr(m, 'dropout_stream')]
+  assert sorted(m.dropout_stream for m in layers) == list(range(len(layers)))
+  assert blocks.assign_dropout_streams(model) == len(layers) >= 4
+  x = tf.random.uniform([8, 4, 4, 1], 0, 17, tf.int32, seed=1)
+  seed = tf.constant([3, 4])
+  bound = lambda s, training=True: model.log_prob(
+      x, seed=s, training=training).numpy()
+  first = bound(seed)
+  np.testing.assert_array_equal(first, bound(seed))
+  traced = tf.function(lambda s: model.log_prob(x, seed=s, training=True))
+  np.testing.assert_allclose(first, traced(seed), rtol=1e-6)
+  assert not np.allclose(first, bound(tf.constant([3, 5])))
+  assert not np.allclose(first, bound(seed, training=False))
+
+
+@pytest.mark.parametrize('bad', [np.nan, np.inf, -np.inf])
+def test_non_finite_decoded_values_raise_instead_of_becoming_pixels(bad):
+  """NaN would cast to -2**31; no public path returns such a pixel."""
+  model = discrete_image_flow.DiscreteImageFlow(
+      tfb.Shift(tf.Variable(0.)), dequantization.UniformDequantizer((2, 2, 1)),
+      (2, 2, 1), num_levels=4)
+  z = tf.constant([[[[0.5], [1.5]], [[-3.], [9.]]]])
+  np.testing.assert_array_equal(model.decode(z)[0, ..., 0], [[0, 1], [0, 3]])
+  poisoned = tf.tensor_scatter_nd_update(z, [[0, 1, 0, 0]], [bad])
+  message = 'decoded values are not finite'
+  with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+    model.decode(poisoned)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+    tf.function(model.decode)(poisoned)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+    model.quantize(poisoned)
+  # Sampling and interpolation decode through the same check.
+  model.bijector.shift.assign(bad)  # decode_continuous(z) = z - shift.
+  with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+    model.sample(3, seed=[1, 2])
+  with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+    model.interpolate(tf.zeros([1, 2, 2, 1]), tf.ones([1, 2, 2, 1]))
 
 
 def test_bad_inputs_give_clear_errors():

@@ -18,7 +18,10 @@ import configs_util
 from tfp_flowpp import data as data_lib
 from tfp_flowpp import model_builder
 from tfp_flowpp.training import atomic_files
+from tfp_flowpp.training import checkpoints
 from tfp_flowpp.training import evaluation
+from tfp_flowpp.training import optimization
+from tfp_flowpp.training import progress
 from tfp_flowpp.training import strategy as strategy_lib
 from tfp_flowpp.training import trainer as trainer_lib
 
@@ -134,12 +137,9 @@ def test_mirrored_strategies_of_one_process_do_not_collide():
 def test_non_finite_step_is_skipped_and_counted(tmp_path, replicas):
   strategy = (
       mirrored_strategy() if replicas == 2 else tf.distribute.get_strategy())
+  config = train_config(warmup_steps=10)  # schedule(t) differs per t.
   trainer = trainer_lib.Trainer(
-      tiny_model_config(),
-      DATA,
-      train_config(),
-      str(tmp_path),
-      strategy=strategy)
+      tiny_model_config(), DATA, config, str(tmp_path), strategy=strategy)
   trainer.restore_or_initialize()
   step_fn = trainer.train_step
   good = next(iter(trainer.dataset.train_batches(16, start_step=1)))
@@ -155,21 +155,140 @@ def test_non_finite_step_is_skipped_and_counted(tmp_path, replicas):
                 tf.data.Dataset.from_tensors(images))))
     return step_fn(dist, tf.constant(step, tf.int64))
 
+  _, _, applied = run(good, 1)  # Adam moments and EMA copies are non-zero.
+  assert bool(applied)
   before = _variables(trainer)
+  # Adam m and v, the EMA copies and the iteration count.
+  state = lambda: [v.numpy().copy() for v in trainer.optimizer.variables]
+  optimizer_before = state()
   iterations = int(trainer.optimizer.iterations.numpy())
-  loss, _, applied = run(poisoned, 1)
+  loss, _, applied = run(poisoned, 2)
   assert not bool(applied) and not np.isfinite(float(loss))
   for a, b in zip(before, _variables(trainer)):
+    np.testing.assert_array_equal(a, b)
+  assert len(optimizer_before) > 3 * len(before)
+  for a, b in zip(optimizer_before, state()):
     np.testing.assert_array_equal(a, b)
   assert int(trainer.optimizer.iterations.numpy()) == iterations
   assert int(trainer.skipped.numpy()) == 1
   assert int(trainer.consecutive_skips.numpy()) == 1
-  _, _, applied = run(good, 2)
+  _, _, applied = run(good, 3)
   assert bool(applied)
   assert int(trainer.consecutive_skips.numpy()) == 0
   assert int(trainer.skipped.numpy()) == 1
   assert any(
       not np.array_equal(a, b) for a, b in zip(before, _variables(trainer)))
+  # The schedule counts trainer steps, skipped ones included: the third
+  # step ran at schedule(2) although only its second update was applied.
+  assert int(trainer.step.numpy()) == 3
+  assert int(trainer.optimizer.iterations.numpy()) == 2
+  np.testing.assert_allclose(
+      float(tf.convert_to_tensor(trainer.optimizer.learning_rate)),
+      float(optimization.from_config(config)(2)), rtol=1e-6)
+
+
+class _Stop(Exception):
+  pass
+
+
+def test_ema_swap_is_atomic_under_a_signal(tmp_path, monkeypatch):
+  """A signal mid-swap is handled after it; the raw weights come back."""
+  trainer = trainer_lib.Trainer(tiny_model_config(), DATA, train_config(),
+                                str(tmp_path), stream=io.StringIO())
+  trainer.restore_or_initialize()
+  batch = next(iter(trainer.dataset.train_batches(16, start_step=0)))
+  for step in range(2):
+    trainer.train_step(batch, tf.constant(step, tf.int64))
+  raw = _variables(trainer)
+  with checkpoints.ema_weights(trainer.model, trainer.optimizer):
+    ema = _variables(trainer)
+  assert sum(not np.array_equal(a, b) for a, b in zip(raw, ema)) > len(raw) // 2
+  real = trainer.optimizer.finalize_variable_values
+  half = len(raw) // 2
+
+  def half_then_signal(var_list):
+    real(var_list[:half])
+    signal.raise_signal(signal.SIGTERM)  # Runs a Python handler at once.
+    real(var_list[half:])
+
+  def half_then_fail(var_list):
+    real(var_list[:half])
+    raise RuntimeError('swap failed')
+
+  def raising_handler(signum, frame):
+    del signum, frame
+    raise _Stop()
+
+  def check_raw():
+    for a, b in zip(raw, _variables(trainer)):
+      np.testing.assert_array_equal(a, b)
+
+  received = []
+  previous = signal.signal(signal.SIGTERM, raising_handler)
+  try:
+    monkeypatch.setattr(trainer.optimizer, 'finalize_variable_values',
+                        half_then_signal)
+    # The trainer's SIGTERM handler raises: the swap completes, is undone,
+    # and the exception propagates before the block runs.
+    with pytest.raises(_Stop):
+      with checkpoints.ema_weights(trainer.model, trainer.optimizer):
+        pytest.fail('the block ran after an interrupted swap')
+    check_raw()
+    # A handler that returns is called after the swap; the block sees all
+    # the EMA weights.
+    signal.signal(signal.SIGTERM, lambda signum, frame: received.append(1))
+    with checkpoints.ema_weights(trainer.model, trainer.optimizer):
+      assert received == [1]
+      for a, b in zip(ema, _variables(trainer)):
+        np.testing.assert_array_equal(a, b)
+    check_raw()
+    # Any other failure mid-swap restores the raw weights too.
+    monkeypatch.setattr(trainer.optimizer, 'finalize_variable_values',
+                        half_then_fail)
+    with pytest.raises(RuntimeError, match='swap failed'):
+      with checkpoints.ema_weights(trainer.model, trainer.optimizer):
+        pass
+    check_raw()
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  # The handlers in place before the block are back.
+  assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_evaluation_and_sampling_use_the_ema_weights(tmp_path):
+  """So does export (`restore_for_inference`); raw weights come back."""
+  workdir = str(tmp_path / 'run')
+  trainer = trainer_lib.Trainer(
+      tiny_model_config(), DATA,
+      train_config(train_steps=3, eval_every=3, checkpoint_every=3),
+      workdir, stream=io.StringIO())
+  seen = []
+  evaluate, sample = trainer.evaluator.evaluate, trainer._sample_fn
+
+  def seen_by(function):
+    def wrapped(*args, **kwargs):
+      seen.append((function.__name__, _variables(trainer)))
+      return function(*args, **kwargs)
+    return wrapped
+
+  trainer.evaluator.evaluate = seen_by(evaluate)
+  trainer._sample_fn = seen_by(sample)
+  trainer.run()
+  # Validation, test, sample grid.
+  assert [name for name, _ in seen].count('evaluate') == 2 and len(seen) == 3
+  ema_model, _, step = checkpoints.restore_for_inference(workdir)
+  raw_model, _, _ = checkpoints.restore_for_inference(workdir, use_ema=False)
+  assert step == 3
+  ema = [v.numpy() for v in ema_model.trainable_variables]
+  raw = [v.numpy() for v in raw_model.trainable_variables]
+  assert sum(not np.array_equal(a, b) for a, b in zip(raw, ema)) > len(raw) // 2
+  for _, values in seen:
+    for a, b in zip(ema, values):
+      np.testing.assert_array_equal(a, b)
+  # The final checkpoint (written before the final evaluation) and the
+  # trainer after it hold the raw weights, bit for bit.
+  for a, b in zip(raw, _variables(trainer)):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_training_run_writes_every_output_and_resumes(tmp_path):
@@ -199,6 +318,18 @@ def test_training_run_writes_every_output_and_resumes(tmp_path):
       json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))
   ]
   assert [m['step'] for m in metrics] == [3, 6, 9]
+  # Re-running the finished run prints the stored result and changes nothing
+  # (no duplicate record, no second test evaluation).
+  stream = io.StringIO()
+  again = trainer_lib.Trainer(tiny_model_config(), DATA,
+                              train_config(train_steps=9), workdir,
+                              stream=stream)
+  again.evaluator.evaluate = lambda *a, **k: pytest.fail('re-evaluated')
+  assert again.run() == metrics[-1]
+  assert open(os.path.join(workdir, 'metrics.jsonl')).read().count('\n') == 3
+  assert (f'Already trained to step 9 (train_steps=9): val '
+          f'{metrics[-1]["val_bpd"]:.4f}, TEST {metrics[-1]["test_bpd"]:.4f} '
+          'bits/dim') in stream.getvalue()
 
 
 def test_different_architecture_is_refused_before_writing(tmp_path):
@@ -361,6 +492,35 @@ def test_trainer_holds_its_state_and_run_reuses_it(tmp_path):
   assert trainer.restore_or_initialize() == 4
   assert step_fn.experimental_get_tracing_count() == 1
   assert trainer.cpu_seconds > 0 and trainer.elapsed > 0
+
+
+def test_start_prints_the_data_and_kept_classes(tmp_path):
+  images = np.random.default_rng(0).integers(0, 17, (100, 4, 4), np.uint8)
+  path = str(tmp_path / 'data.npz')
+  np.savez(path, images=images, labels=np.arange(100) % 5, num_levels=17)
+  data = data_lib.DataConfig(dataset=f'npz:{path}', classes=(1, 3),
+                             validation_size=0.1, test_size=0.2)
+  stream = io.StringIO()
+  trainer = trainer_lib.Trainer(
+      tiny_model_config(), data, train_config(init_batch_size=16),
+      str(tmp_path / 'run'), stream=stream)
+  trainer.restore_or_initialize()
+  line = stream.getvalue().splitlines()[0]
+  sizes = trainer.dataset.num_examples
+  assert sum(sizes.values()) == 40  # Two of the five classes.
+  assert line == (
+      f'Data: {trainer.dataset.name} (source npz:{path}; classes 1,3), 17 '
+      f'levels, images 4x4x1; train {sizes["train"]}, validation '
+      f'{sizes["validation"]}, test {sizes["test"]} images.'), line
+
+
+def test_throughput_below_10_images_per_second_shows_a_decimal():
+  stream = io.StringIO()
+  bar = progress.ProgressBar(10, stream=stream)
+  for rate in (0.44, 9.96, 1234.4):
+    bar.update(1, **{'img/s': rate})
+  rates = re.findall(r'(\S+) img/s', stream.getvalue())
+  assert rates == ['0.4', '10.0', '1,234'], rates
 
 
 def test_batch_larger_than_the_data_fails_before_writing(tmp_path):

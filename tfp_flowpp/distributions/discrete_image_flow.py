@@ -12,6 +12,7 @@ import tensorflow_probability as tfp
 
 from tfp_flowpp.bijectors import actnorm
 from tfp_flowpp.bijectors import conditioning
+from tfp_flowpp.networks import blocks
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -19,6 +20,9 @@ tfd = tfp.distributions
 __all__ = ['DiscreteImageFlow']
 
 _DEFAULT_IMAGES_PER_PASS = 256
+# Folded into a step's seed for its dropout masks, so they are independent of
+# the dequantization noise drawn from the same seed ("drop").
+_DROPOUT_SEED_TAG = 0x64726f70
 
 
 class DiscreteImageFlow(tfd.Distribution):
@@ -161,6 +165,7 @@ class DiscreteImageFlow(tfd.Distribution):
           allow_nan_stats=False,
           parameters=parameters,
           name=name)
+    blocks.assign_dropout_streams(self)
 
   # Structure -----------------------------------------------------------------
 
@@ -259,6 +264,10 @@ class DiscreteImageFlow(tfd.Distribution):
     return self._flow.log_prob(y, bijector_kwargs=self._flow_kwargs(training))
 
   def _bound(self, x, seed, training):
+    if training is True:
+      # Stateless dropout masks from the step's seed (see `networks.blocks`).
+      training = tf.random.experimental.stateless_fold_in(
+          tfp.random.sanitize_seed(seed), _DROPOUT_SEED_TAG)
     u, log_q = self._dequantizer.sample_and_log_prob(
         x, seed=seed, training=training)
     return self.continuous_log_prob(x + u, training=training) - log_q
@@ -358,7 +367,19 @@ class DiscreteImageFlow(tfd.Distribution):
   # Sampling and latents ------------------------------------------------------
 
   def quantize(self, y):
-    """Continuous values → int32 levels: ``clip(floor(y), 0, L − 1)``."""
+    """Continuous values → int32 levels: ``clip(floor(y), 0, L − 1)``.
+
+    Every pixel it returns is in [0, L). A NaN or ±Inf in ``y`` (an inverse
+    flow that overflowed) has no level: it raises instead of becoming a
+    pixel (a NaN would cast to −2³¹).
+
+    Raises:
+      tf.errors.InvalidArgumentError: ``y`` is not finite (when the op runs).
+    """
+    y = tf.debugging.assert_all_finite(
+        y, f'{self.name}: decoded values are not finite (NaN or Inf; the '
+        'inverse flow overflowed), so they have no pixel level; lower the '
+        'temperature or check the latents')
     return tf.cast(
         tf.clip_by_value(tf.floor(y), 0., self._num_levels - 1.), tf.int32)
 
@@ -399,7 +420,7 @@ class DiscreteImageFlow(tfd.Distribution):
         tf.convert_to_tensor(z, self._float_dtype), **self._flow_kwargs(False))
 
   def decode(self, z):
-    """Latents → int32 images in [0, L)."""
+    """Latents → int32 images in [0, L) (raises on non-finite, `quantize`)."""
     return self.quantize(self.decode_continuous(z))
 
   def interpolate(self, x_start, x_end, num_steps=8):

@@ -4,6 +4,11 @@
 multi-head self-attention over all positions, computed by the cache-chunked
 `attention`) and `PointwiseMaxoutBlock` (the official no-attention
 ablation's parameter-matched replacement).
+
+Dropout is stateless: ``training`` is ``False``, ``True`` (fresh masks) or a
+stateless ``[2]`` seed, which each block folds with its ``dropout_stream``
+(distinct per block after `assign_dropout_streams`), so one seed per step
+gives the same masks on every run and after a resume.
 """
 
 import math
@@ -12,7 +17,10 @@ import tensorflow as tf
 
 from tfp_flowpp.networks import layers
 
-__all__ = ['GatedConvBlock', 'GatedAttentionBlock', 'PointwiseMaxoutBlock']
+__all__ = [
+    'GatedConvBlock', 'GatedAttentionBlock', 'PointwiseMaxoutBlock',
+    'assign_dropout_streams'
+]
 
 
 # Largest [images, heads, N, N] attention tensor processed at once (bytes):
@@ -123,10 +131,16 @@ def attention(q, k, v):
   return tf.reshape(out, [chunks * size, heads, steps, dim])[:batch]
 
 
-def _dropout(x, rate, training):
-  if training and rate > 0:
-    return tf.nn.dropout(x, rate=rate)
-  return x
+def _dropout(x, rate, training, stream):
+  """Stateless dropout; ``training``: False, True or a ``[2]`` seed."""
+  if not rate or training is None or training is False:
+    return x
+  if training is True:  # Fresh masks: a seed from the stateful generator.
+    seed = tf.random.uniform([2], -2**31, 2**31 - 1, dtype=tf.int32)
+  else:
+    seed = tf.random.experimental.stateless_fold_in(
+        tf.convert_to_tensor(training), stream)
+  return tf.nn.experimental.stateless_dropout(x, rate=rate, seed=seed)
 
 
 class GatedConvBlock(tf.Module):
@@ -145,7 +159,7 @@ class GatedConvBlock(tf.Module):
 
   ``context`` (``[N, H, W, context_channels]``) is required if and only if
   the block was built with ``context_channels``. Dropout is active only
-  with ``training=True``.
+  when ``training`` is ``True`` or a stateless seed (see module docstring).
 
   #### Examples
 
@@ -194,6 +208,7 @@ class GatedConvBlock(tf.Module):
                name=None):
     super().__init__(name=name)
     self.dropout = float(dropout)
+    self.dropout_stream = 0  # See `assign_dropout_streams`.
     with self.name_scope:
       self.conv1 = layers.Conv2D(
           2 * filters,
@@ -229,7 +244,8 @@ class GatedConvBlock(tf.Module):
       if context is None:
         raise ValueError(f'{self.name} was built for a context but got none.')
       h += self.context_proj(layers.concat_elu(context))
-    h = _dropout(layers.concat_elu(h), self.dropout, training)
+    h = _dropout(layers.concat_elu(h), self.dropout, training,
+                 self.dropout_stream)
     return x + layers.gate(self.conv2(h))
 
 
@@ -298,6 +314,7 @@ class GatedAttentionBlock(tf.Module):
     self.filters = int(filters)
     self.heads = int(heads)
     self.dropout = float(dropout)
+    self.dropout_stream = 0  # See `assign_dropout_streams`.
     with self.name_scope:
       self.qkv = layers.Conv2D(
           filters,
@@ -341,7 +358,8 @@ class GatedAttentionBlock(tf.Module):
     q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]), axis=0)
     attended = tf.transpose(attention(q, k, v), [0, 2, 1, 3])
     attended = tf.reshape(attended, [batch, height, width, self.filters])
-    attended = _dropout(attended, self.dropout, training)
+    attended = _dropout(attended, self.dropout, training,
+                        self.dropout_stream)
     return x + layers.gate(self.out(attended))
 
 
@@ -396,6 +414,7 @@ class PointwiseMaxoutBlock(tf.Module):
     super().__init__(name=name)
     self.filters = int(filters)
     self.dropout = float(dropout)
+    self.dropout_stream = 0  # See `assign_dropout_streams`.
     with self.name_scope:
       self.proj = layers.Conv2D(
           filters,
@@ -429,5 +448,28 @@ class PointwiseMaxoutBlock(tf.Module):
   def __call__(self, x, positional_embedding, training=False):
     h = self.proj(x + tf.cast(positional_embedding, x.dtype))
     h = tf.reshape(h, tf.concat([tf.shape(x), [3]], 0))
-    h = _dropout(tf.reduce_max(h, axis=-1), self.dropout, training)
+    h = _dropout(tf.reduce_max(h, axis=-1), self.dropout, training,
+                 self.dropout_stream)
     return x + layers.gate(self.out(h))
+
+
+_DROPOUT_BLOCKS = (GatedConvBlock, GatedAttentionBlock, PointwiseMaxoutBlock)
+
+
+def assign_dropout_streams(module):
+  """Numbers the dropout blocks under ``module`` 0, 1, … (``dropout_stream``).
+
+  The order is that of ``module.submodules``, a function of the module
+  structure only, so the numbering (and with it every dropout mask of a
+  seeded step) is the same in every process that builds the same model.
+
+  Args:
+    module: a `tf.Module`, e.g. a `DiscreteImageFlow`.
+
+  Returns:
+    The number of dropout blocks.
+  """
+  found = [m for m in module.submodules if isinstance(m, _DROPOUT_BLOCKS)]
+  for index, block in enumerate(found):
+    block.dropout_stream = index
+  return len(found)

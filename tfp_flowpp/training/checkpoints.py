@@ -3,8 +3,14 @@
 A checkpoint holds the model, the optimizer (Adam moments, iteration count
 and the EMA/Polyak copies of the weights that `tf_keras` optimizers keep with
 ``use_ema=True``), the step (which also fixes the data position: batch k of
-a run is always the same images) and the skipped-step counter.
+a run is always the same images) and the skipped-step counters (total and
+consecutive, so the abort after ``max_consecutive_skips`` counts across a
+resume).
 """
+
+import contextlib
+import signal
+import threading
 
 import tensorflow as tf
 
@@ -14,7 +20,8 @@ from tfp_flowpp.training import optimization
 from tfp_flowpp.training import workdir as workdir_lib
 
 __all__ = [
-    'make_checkpoint', 'restore_for_inference', 'ema_weights', 'restore_error',
+    'make_checkpoint', 'restore_training_state', 'restore_for_inference',
+    'ema_weights', 'restore_error',
     'RESTORE_ERRORS', 'CheckpointError'
 ]
 
@@ -23,16 +30,71 @@ class CheckpointError(ValueError):
   """A checkpoint that does not fit the model (one-line message)."""
 
 
-def make_checkpoint(model, optimizer, step, skipped):
+def make_checkpoint(model, optimizer, step, skipped, consecutive_skips=None):
+  """The `tf.train.Checkpoint` of a run (``consecutive_skips`` since v0.2)."""
+  counters = {}
+  if consecutive_skips is not None:
+    counters['consecutive_skips'] = consecutive_skips
   return tf.train.Checkpoint(
-      model=model, optimizer=optimizer, step=step, skipped=skipped)
+      model=model, optimizer=optimizer, step=step, skipped=skipped, **counters)
+
+
+def restore_training_state(checkpoint, path):
+  """Restores the checkpoint ``path`` into the `make_checkpoint` ``checkpoint``.
+
+  Checkpoints written before ``consecutive_skips`` was saved restore
+  everything else and leave it as it is (0 in a new `Trainer`, what those
+  versions resumed with).
+
+  Raises:
+    One of `RESTORE_ERRORS` if the checkpoint does not fit or is unreadable.
+  """
+  if not tf.train.load_checkpoint(path).has_tensor(
+      'consecutive_skips/.ATTRIBUTES/VARIABLE_VALUE'):
+    checkpoint = make_checkpoint(checkpoint.model, checkpoint.optimizer,
+                                 checkpoint.step, checkpoint.skipped)
+  checkpoint.restore(path).assert_existing_objects_matched()
+
+
+@contextlib.contextmanager
+def _signals_deferred(signals=(signal.SIGINT, signal.SIGTERM)):
+  """Holds SIGINT/SIGTERM until the block ends, then delivers them.
+
+  Python runs signal handlers in the main thread between bytecodes, so a
+  handler that raises (Ctrl-C, the trainer's SIGTERM) could interrupt a
+  loop of assignments halfway. Inside the block such signals are only
+  recorded; on exit the previous handlers are back and each recorded signal
+  is raised again (`signal.raise_signal` runs its handler at once). Blocking
+  the signal with ``pthread_sigmask`` would not do: the kernel hands it to
+  one of TensorFlow's threads and Python still runs the handler in the main
+  thread. Outside the main thread handlers cannot be changed (nor run), and
+  the block runs as is.
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  pending = []
+  previous = {s: signal.getsignal(s) for s in signals}
+  for s in signals:
+    signal.signal(s, lambda signum, frame: pending.append(signum))
+  try:
+    yield
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+    for s in pending:
+      signal.raise_signal(s)
 
 
 class ema_weights:  # pylint: disable=invalid-name
   """Context manager: the model holds its EMA weights inside the block.
 
   Uses the optimizer's own `finalize_variable_values` and restores the raw
-  training weights on exit (also on errors). A no-op without EMA.
+  training weights on exit (also on errors). A no-op without EMA. Both swaps
+  are atomic: SIGINT/SIGTERM arriving during one are handled after it, and
+  if the swap in fails (or such a signal arrives during it) the raw weights
+  are restored before the exception propagates -- so a checkpoint written by
+  an interrupt handler never holds half-swapped weights.
   """
 
   def __init__(self, model, optimizer):
@@ -42,16 +104,25 @@ class ema_weights:  # pylint: disable=invalid-name
 
   def __enter__(self):
     if self.optimizer.use_ema:
-      self.backup = [tf.identity(v) for v in self.variables]
-      self.optimizer.finalize_variable_values(self.variables)
+      try:
+        with _signals_deferred():
+          self.backup = [tf.identity(v) for v in self.variables]
+          self.optimizer.finalize_variable_values(self.variables)
+      except BaseException:
+        self._restore()
+        raise
     return self
 
   def __exit__(self, *exc):
-    if self.backup is not None:
-      for variable, value in zip(self.variables, self.backup):
-        variable.assign(value)
-      self.backup = None
+    self._restore()
     return False
+
+  def _restore(self):
+    if self.backup is not None:
+      with _signals_deferred():
+        for variable, value in zip(self.variables, self.backup):
+          variable.assign(value)
+        self.backup = None
 
 
 # What `tf.train.Checkpoint.read/restore` raise for a checkpoint that does
@@ -73,13 +144,16 @@ def restore_error(path, error, what='this architecture'):
       f'Checkpoint {path} does not match {what}: {first[:200]}')
 
 
-def restore_for_inference(workdir_path, use_ema=True, checkpoint_path=None):
+def restore_for_inference(workdir_path, use_ema=True, checkpoint_path=None,
+                          model_fn=None):
   """Rebuilds a trained model from a workdir with its EMA weights in place.
 
   Args:
     workdir_path: a directory written by `bin/train`.
     use_ema: load the Polyak-averaged weights (what the paper evaluates).
     checkpoint_path: a specific checkpoint prefix; default the latest.
+    model_fn: the ``model_fn(model_config)`` the run was trained with
+      (`Trainer`'s); default `model_builder.build_model`.
 
   Returns:
     ``(model, configs, step)`` — configs is the raw dict of config.json.
@@ -94,7 +168,7 @@ def restore_for_inference(workdir_path, use_ema=True, checkpoint_path=None):
   path = checkpoint_path or tf.train.latest_checkpoint(workdir.checkpoint_dir)
   if not path:
     raise CheckpointError(f'No checkpoint in {workdir.checkpoint_dir}.')
-  model = model_builder.build_model(model_config)
+  model = (model_fn or model_builder.build_model)(model_config)
   optimizer = optimization.make_optimizer(train_config)
   optimizer.build(model.trainable_variables)
   step = tf.Variable(0, dtype=tf.int64, trainable=False)

@@ -83,6 +83,11 @@ class TrainConfig:
       'all threads; evaluation excluded) was spent in this run, then evaluate '
       'as at train_steps (0 = no budget). For equal-compute comparisons.')
   seed: int = _field(0, 'Seed for init, data order and dequantization noise.')
+  deterministic: bool = _field(
+      False, 'Bit-reproducible training: deterministic TF kernels '
+      '(tf.config.experimental.enable_op_determinism) and a global TF seed, '
+      'so a resumed run equals an uninterrupted one bit for bit (slower; see '
+      'docs/reproducibility.md).')
   max_consecutive_skips: int = _field(
       100, 'Abort if this many consecutive steps have non-finite '
       'loss/gradients (each such step is skipped, parameters untouched).')

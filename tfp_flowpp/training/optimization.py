@@ -3,10 +3,13 @@
 `make_optimizer` builds the `tf_keras` Adam a `TrainConfig` describes
 (global-norm clipping, EMA/Polyak weights). Its learning rate is a
 `WarmupDecaySchedule`: linear warmup, then constant / exponential / cosine.
-The schedule is a `tf_keras` `LearningRateSchedule`, so the optimizer
-evaluates it on its own iteration counter (checkpointed with the optimizer)
-and it serialises. `WarmupEmaAdam` warms the EMA decay up, so the averaged
-weights of a short run are not dominated by the initialisation.
+The schedule is a `tf_keras` `LearningRateSchedule` and serialises. A
+trainer passes its step counter as ``step``: the schedule then follows it
+rather than the optimizer's own iteration count, which does not advance on a
+skipped (non-finite) step, so warmup and decay stay on the trainer's steps
+and a cosine decay reaches its floor at ``train_steps`` whatever was
+skipped. `WarmupEmaAdam` warms the EMA decay up, so the averaged weights of
+a short run are not dominated by the initialisation.
 """
 
 import math
@@ -14,7 +17,9 @@ import math
 import tensorflow as tf
 import tf_keras
 
-__all__ = ['WarmupDecaySchedule', 'WarmupEmaAdam', 'from_config', 'make_optimizer']
+__all__ = [
+    'WarmupDecaySchedule', 'WarmupEmaAdam', 'from_config', 'make_optimizer'
+]
 
 
 class WarmupDecaySchedule(tf_keras.optimizers.schedules.LearningRateSchedule):
@@ -34,8 +39,10 @@ class WarmupDecaySchedule(tf_keras.optimizers.schedules.LearningRateSchedule):
                decay_rate=1.,
                decay_start=0,
                total_steps=1,
-               min_learning_rate=0.):
+               min_learning_rate=0.,
+               step=None):
     super().__init__()
+    self.step = step
     self.peak = float(peak)
     self.warmup_steps = int(warmup_steps)
     self.decay = decay
@@ -45,6 +52,8 @@ class WarmupDecaySchedule(tf_keras.optimizers.schedules.LearningRateSchedule):
     self.min_learning_rate = float(min_learning_rate)
 
   def __call__(self, step):
+    if self.step is not None:
+      step = self.step
     step = tf.cast(step, tf.float32)
     peak = tf.constant(self.peak, tf.float32)
     warm = peak * (step + 1.) / max(self.warmup_steps, 1)
@@ -73,8 +82,8 @@ class WarmupDecaySchedule(tf_keras.optimizers.schedules.LearningRateSchedule):
         min_learning_rate=self.min_learning_rate)
 
 
-def from_config(train_config):
-  """The schedule a `TrainConfig` describes."""
+def from_config(train_config, step=None):
+  """The schedule a `TrainConfig` describes (following ``step`` if given)."""
   return WarmupDecaySchedule(
       train_config.learning_rate,
       train_config.warmup_steps,
@@ -82,7 +91,8 @@ def from_config(train_config):
       decay_rate=train_config.lr_decay_rate,
       decay_start=train_config.lr_decay_start,
       total_steps=train_config.train_steps,
-      min_learning_rate=train_config.min_learning_rate)
+      min_learning_rate=train_config.min_learning_rate,
+      step=step)
 
 
 class WarmupEmaAdam(tf_keras.optimizers.Adam):
@@ -120,10 +130,19 @@ class WarmupEmaAdam(tf_keras.optimizers.Adam):
       self.ema_momentum = decay
 
 
-def make_optimizer(train_config):
-  """Adam with warmup schedule, global-norm clipping and EMA weights."""
+def make_optimizer(train_config, step=None):
+  """Adam with warmup schedule, global-norm clipping and EMA weights.
+
+  Args:
+    train_config: `TrainConfig`.
+    step: the trainer's step variable (counting skipped steps too) for the
+      schedule to follow; default the optimizer's own iteration count.
+
+  Returns:
+    A `WarmupEmaAdam` (a `tf_keras.optimizers.Adam`).
+  """
   return WarmupEmaAdam(
-      learning_rate=from_config(train_config),
+      learning_rate=from_config(train_config, step),
       beta_1=train_config.adam_beta1,
       beta_2=train_config.adam_beta2,
       epsilon=train_config.adam_epsilon,

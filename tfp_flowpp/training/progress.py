@@ -47,8 +47,9 @@ class ProgressBar:
     for name, value in values.items():
       if value is None:
         continue
-      if name == 'img/s':
-        parts.append(f'{value:,.0f} img/s')
+      if name == 'img/s':  # One decimal below 10 (slow models show 0.4).
+        parts.append(f'{value:,.1f} img/s' if value < 10 else
+                     f'{value:,.0f} img/s')
       elif isinstance(value, float):
         parts.append(f'{name} {value:.4f}')
       else:

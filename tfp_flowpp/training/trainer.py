@@ -37,6 +37,7 @@ from tfp_flowpp import data as data_lib
 from tfp_flowpp import model_builder
 from tfp_flowpp.training import atomic_files
 from tfp_flowpp.training import checkpoints
+from tfp_flowpp.training import determinism
 from tfp_flowpp.training import evaluation
 from tfp_flowpp.training import figures
 from tfp_flowpp.training import optimization
@@ -78,8 +79,8 @@ class Trainer:
     model_fn: ``model_fn(model_config) -> DiscreteImageFlow``, called once
       inside the strategy's scope; default `model_builder.build_model`.
       Any `DiscreteImageFlow` trains (e.g. one whose flow is TFP's
-      `tfb.Glow`); only the default's checkpoints can be restored by
-      `restore_for_inference`, which rebuilds the model from the config.
+      `tfb.Glow`); `restore_for_inference` rebuilds it from the config with
+      the same ``model_fn``.
 
   Attributes:
     model, optimizer, strategy, dataset, evaluator: What the run uses.
@@ -100,6 +101,8 @@ class Trainer:
                strategy=None,
                stream=None,
                model_fn=None):
+    if train_config.deterministic:  # Before this run creates any op.
+      determinism.enable(train_config.seed)
     self.train_config = train_config
     self.data_config = data_config
     self.workdir = workdir_lib.Workdir(workdir)
@@ -142,13 +145,15 @@ class Trainer:
   def _build(self, model_fn):
     with self.strategy.scope():
       self.model = model_fn(self.model_config)
-      self.optimizer = optimization.make_optimizer(self.train_config)
       self.step = tf.Variable(
           0,
           dtype=tf.int64,
           trainable=False,
           name='step',
           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+      # The schedule follows `step`, which counts skipped steps too.
+      self.optimizer = optimization.make_optimizer(self.train_config,
+                                                   step=self.step)
       self.skipped = tf.Variable(
           0,
           dtype=tf.int64,
@@ -174,8 +179,9 @@ class Trainer:
           name='eval_window_bpd',
           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     self.variables = self.model.trainable_variables
-    self.checkpoint = checkpoints.make_checkpoint(self.model, self.optimizer,
-                                                  self.step, self.skipped)
+    self.checkpoint = checkpoints.make_checkpoint(
+        self.model, self.optimizer, self.step, self.skipped,
+        self.consecutive_skips)
     directory = self.workdir.checkpoint_dir
     if not self.chief:
       # Multi-worker saving is collective: every worker saves, non-chief
@@ -212,13 +218,31 @@ class Trainer:
       self._ready = True
     return int(self.step.numpy())
 
+  def _describe_data(self):
+    """``Data: digits (source digits; all 10 classes), 17 levels, ...``."""
+    dataset = self.dataset
+    config = dataset.config or self.data_config
+    total = len(dataset.class_names) if dataset.class_names else None
+    of = f' of {total}' if total else ''
+    if config.classes:
+      kept = f'classes {",".join(map(str, config.classes))}{of}'
+    else:
+      kept = f'all{" " + str(total) if total else ""} classes'
+    sizes = ', '.join(
+        f'{split} {dataset.num_examples[split]:,}'
+        for split in ('train', 'validation', 'test'))
+    return (f'Data: {dataset.name} (source {config.dataset}; {kept}), '
+            f'{dataset.num_levels} levels, images '
+            f'{"x".join(map(str, dataset.image_shape))}; {sizes} images.')
+
   def _restore_or_initialize(self):
+    self._print(self._describe_data())
     latest = tf.train.latest_checkpoint(self.workdir.checkpoint_dir)
     if latest:
       with self.strategy.scope():
         self.optimizer.build(self.variables)
       try:
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        checkpoints.restore_training_state(self.checkpoint, latest)
       except checkpoints.RESTORE_ERRORS as e:
         raise checkpoints.restore_error(latest, e) from e
       step = int(self.step.numpy())
@@ -318,7 +342,12 @@ class Trainer:
     if not n:
       return None
     seed = tf.constant([self.train_config.seed, 12345], tf.int32)
-    images = self._sample_fn(n, seed)
+    try:
+      images = self._sample_fn(n, seed)
+    except tf.errors.InvalidArgumentError as e:  # Non-finite: no pixels.
+      first = (e.message.strip().splitlines() or [''])[0]
+      self._print(f'No sample grid at step {step}: {first[:300]}')
+      return None
     path = os.path.join(self.workdir.figures_dir, f'samples_{step:08d}.png')
     grid = figures.save_image_grid(images.numpy(), path, self.model.num_levels)
     with open(path, 'rb') as f:
@@ -334,7 +363,7 @@ class Trainer:
         step=step, epoch=step / steps_per_epoch, wall_time=time.time(),
         elapsed_sec=self.elapsed, cpu_seconds=self.cpu_seconds,
         skipped_steps=int(self.skipped.numpy()),
-        learning_rate=float(tf.convert_to_tensor(self.optimizer.learning_rate)))
+        learning_rate=self._learning_rate())
     record.update(train_stats)
     with checkpoints.ema_weights(self.model, self.optimizer):
       val = self.evaluator.evaluate(
@@ -395,8 +424,20 @@ class Trainer:
     cfg = self.train_config
     start = self.restore_or_initialize()
     if start >= cfg.train_steps:
-      self._print(f'Already trained to step {start} (train_steps='
-                  f'{cfg.train_steps}).')
+      finished = [
+          r for r in self.workdir.read_metrics()
+          if r.get('step') == start and 'test_bpd' in r
+      ]
+      if finished:  # Nothing to do: report the stored result.
+        record = finished[-1]
+        self._print(
+            f'Already trained to step {start} (train_steps={cfg.train_steps}'
+            f'): val {record["val_bpd"]:.4f}, TEST {record["test_bpd"]:.4f} '
+            f'bits/dim (importance-weighted, k={record.get("test_num_samples")}'
+            f'), from {self.workdir.metrics_path}.')
+        return record
+      # Stopped after the last checkpoint but before the final evaluation.
+      self._print(f'Trained to step {start}; running the final evaluation.')
       return self._final(start, {})
     batches = self.dataset.train_batches(cfg.batch_size, start_step=start)
     iterator = iter(self.strategy.experimental_distribute_dataset(batches))
@@ -469,7 +510,7 @@ class Trainer:
           f'{consecutive} consecutive steps had a non-finite loss or gradient; '
           'stopping (parameters are from the last good step). Lower '
           '--learning_rate or check the data.')
-    lr = float(tf.convert_to_tensor(self.optimizer.learning_rate))
+    lr = self._learning_rate()
     if self.bar is not None:
       self.bar.update(
           step,
@@ -483,6 +524,10 @@ class Trainer:
       tf.summary.scalar('train/learning_rate', lr)
       tf.summary.scalar('train/skipped_steps', skipped)
       tf.summary.scalar('train/images_per_sec', self.images_per_sec)
+
+  def _learning_rate(self):
+    """The rate of the next step, schedule(step)."""
+    return float(optimization.from_config(self.train_config)(self.step))
 
   def _train_stats(self):
     """Mean train bpd since the last evaluation (applied steps only)."""
