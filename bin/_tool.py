@@ -29,10 +29,11 @@ def run(main, name):
       logging.set_verbosity(logging.WARNING)
     from tfp_flowpp import data as data_lib  # pylint: disable=g-import-not-at-top
     from tfp_flowpp import training  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     try:
       return main() or 0
     except (ValueError, TypeError, OSError, data_lib.DataError,
-            training.TrainingError) as e:
+            training.TrainingError, tf.errors.InvalidArgumentError) as e:
       message = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
       print(f'{name}: error: {message}', file=sys.stderr)
       return 1
