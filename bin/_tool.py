@@ -34,7 +34,12 @@ def run(main, name):
       return main() or 0
     except (ValueError, TypeError, OSError, data_lib.DataError,
             training.TrainingError, tf.errors.InvalidArgumentError) as e:
-      message = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+      lines = [line.strip() for line in str(e).strip().splitlines()
+               if line.strip()]
+      # An error raised inside a tf.function reads "in user code:", then the
+      # traceback, then the error itself: report the error.
+      message = (lines[-1] if lines and lines[0] == 'in user code:' else
+                 lines[0] if lines else repr(e))
       print(f'{name}: error: {message}', file=sys.stderr)
       return 1
     except KeyboardInterrupt:
