@@ -3,7 +3,9 @@
 A checkpoint holds the model, the optimizer (Adam moments, iteration count
 and the EMA/Polyak copies of the weights that `tf_keras` optimizers keep with
 ``use_ema=True``), the step (which also fixes the data position: batch k of
-a run is always the same images) and the skipped-step counter.
+a run is always the same images), the skipped-step counter and the
+dynamic loss scale (`DynamicLossScale`; checkpoints written before it
+existed lack it and restore without it).
 """
 
 import tensorflow as tf
@@ -14,8 +16,8 @@ from tfp_flowpp.training import optimization
 from tfp_flowpp.training import workdir as workdir_lib
 
 __all__ = [
-    'make_checkpoint', 'restore_for_inference', 'ema_weights', 'restore_error',
-    'RESTORE_ERRORS', 'CheckpointError'
+    'make_checkpoint', 'has_loss_scale', 'restore_for_inference',
+    'ema_weights', 'restore_error', 'RESTORE_ERRORS', 'CheckpointError'
 ]
 
 
@@ -23,9 +25,17 @@ class CheckpointError(ValueError):
   """A checkpoint that does not fit the model (one-line message)."""
 
 
-def make_checkpoint(model, optimizer, step, skipped):
+def make_checkpoint(model, optimizer, step, skipped, loss_scale=None):
+  """The run's `tf.train.Checkpoint` (``loss_scale`` only if given)."""
+  extra = {} if loss_scale is None else {'loss_scale': loss_scale}
   return tf.train.Checkpoint(
-      model=model, optimizer=optimizer, step=step, skipped=skipped)
+      model=model, optimizer=optimizer, step=step, skipped=skipped, **extra)
+
+
+def has_loss_scale(path):
+  """Whether the checkpoint ``path`` holds a loss scale (v0.1's do not)."""
+  return any(
+      name.startswith('loss_scale/') for name, _ in tf.train.list_variables(path))
 
 
 class ema_weights:  # pylint: disable=invalid-name
