@@ -14,6 +14,7 @@ import _tool  # pylint: disable=g-bad-import-order
 import flowpp_flags
 
 flowpp_flags.define_workdir_flag()
+flowpp_flags.define_precision_flag()
 flags.DEFINE_enum('split', 'test', ['train', 'validation', 'test'],
                   'Split to evaluate.')
 flags.DEFINE_integer(

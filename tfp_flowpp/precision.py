@@ -27,8 +27,8 @@ import functools
 import tensorflow as tf
 
 __all__ = [
-    'POLICIES', 'LOW_DTYPES', 'resolve', 'network_dtype', 'uses_loss_scaling',
-    'cpu_bf16_flags'
+    'POLICIES', 'LOW_DTYPES', 'resolve', 'network_dtype', 'policy_of',
+    'uses_loss_scaling', 'cpu_bf16_flags'
 ]
 
 # Policy name -> dtype its networks compute in (None: the model dtype).
@@ -99,6 +99,26 @@ def resolve(policy):
   if policy == 'auto':
     return _resolve_auto()
   return policy, 'requested'
+
+
+def policy_of(module):
+  """The policy a built model (or any `tf.Module`) computes its networks in.
+
+  Read from the ``compute_dtype`` of its networks; ``'float32'`` (networks
+  in the model dtype) if it has none.
+
+  Raises:
+    ValueError: its networks compute in different dtypes.
+  """
+  dtypes = {
+      getattr(m, 'compute_dtype')
+      for m in module.submodules
+      if getattr(m, 'compute_dtype', None) is not None
+  }
+  names = [n for n, d in LOW_DTYPES.items() if d is not None and d in dtypes]
+  if len(dtypes) > 1 or len(names) != len(dtypes):
+    raise ValueError(f'Networks compute in mixed dtypes {sorted(map(str, dtypes))}.')
+  return names[0] if names else 'float32'
 
 
 def uses_loss_scaling(policy):

@@ -83,13 +83,19 @@ def restore_error(path, error, what='this architecture'):
       f'Checkpoint {path} does not match {what}: {first[:200]}')
 
 
-def restore_for_inference(workdir_path, use_ema=True, checkpoint_path=None):
+def restore_for_inference(workdir_path,
+                          use_ema=True,
+                          checkpoint_path=None,
+                          precision=None):
   """Rebuilds a trained model from a workdir with its EMA weights in place.
 
   Args:
     workdir_path: a directory written by `bin/train`.
     use_ema: load the Polyak-averaged weights (what the paper evaluates).
     checkpoint_path: a specific checkpoint prefix; default the latest.
+    precision: what the rebuilt model's networks compute in (a
+      `tfp_flowpp.precision` policy); default the run's. Checkpoints hold
+      the same variables under every precision.
 
   Returns:
     ``(model, configs, step)`` — configs is the raw dict of config.json.
@@ -100,6 +106,8 @@ def restore_for_inference(workdir_path, use_ema=True, checkpoint_path=None):
   workdir = workdir_lib.Workdir(workdir_path)
   configs = workdir.read_configs()
   model_config = workdir.model_config()
+  if precision is not None:
+    model_config = model_config.replace(precision=precision)
   train_config = train_config_lib.TrainConfig(**configs['train'])
   path = checkpoint_path or tf.train.latest_checkpoint(workdir.checkpoint_dir)
   if not path:
