@@ -529,6 +529,7 @@ def main(argv):
     text, markdown = report(results, command, args, figure_paths,
                             doc or _common.DOC_PATH)
   print(text)
+  os.makedirs(figures_dir, exist_ok=True)
   with open(os.path.join(figures_dir, f'{prefix}results.json'), 'w') as f:
     json.dump(results, f, indent=1, default=str)
   if doc:
