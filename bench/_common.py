@@ -80,6 +80,12 @@ def cpu_flags_summary():
   return ''
 
 
+def cpu_bf16_flags():
+  """The CPU's bfloat16 flags (amx_bf16, avx512_bf16), as `precision` reads."""
+  from tfp_flowpp import precision  # pylint: disable=g-import-not-at-top
+  return list(precision.cpu_bf16_flags())
+
+
 def cpu_family_model():
   fields = _cpuinfo()[1]
   if not fields:
@@ -156,6 +162,7 @@ def environment(load=None, busy=None):
       'cpu': cpu_model(),
       'cpu_id': cpu_family_model(),
       'isa': cpu_flags_summary(),
+      'bf16': cpu_bf16_flags(),
       'cores': os.cpu_count(),
       'memory_gib': round(
           os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30, 1),
@@ -170,7 +177,10 @@ def environment(load=None, busy=None):
 def environment_lines(env, command, load_after=None):
   lines = [
       f"* Machine: {env['cpu']} ({env['cpu_id']}, {env['isa']}), "
-      f"{env['cores']} cores, {env['memory_gib']} GiB RAM, no GPU.",
+      f"{env['cores']} cores, {env['memory_gib']} GiB RAM, no GPU; bfloat16 "
+      'flags in /proc/cpuinfo: '
+      f"{', '.join(env.get('bf16') or []) or 'none'} (of amx_bf16, "
+      'avx512_bf16).',
       f"* Software: Python {env['python']}, TensorFlow {env['tensorflow']} "
       f"(oneDNN {env['onednn']}), TFP {env['tensorflow_probability']}, "
       f"tf-keras {env['tf_keras']}, NumPy {env['numpy']}; tfp_flowpp "

@@ -6,6 +6,12 @@
                                                  # docs/benchmarks.md
     python bench/quality.py --cpu_seconds=1200   # longer budget per model
     python bench/quality.py --quick              # smoke run (< 1 min)
+    python bench/quality.py --precision=mixed_bfloat16   # Flow++ models in
+                                                 # bf16 (Glow, tfb.Glow
+                                                 # float32)
+    python bench/quality.py --equal_steps=200,400,800    # float32 against
+                                                 # mixed_bfloat16 Flow++ at
+                                                 # equal steps
 
 Each model is trained by the library's `Trainer` (flags from its
 ``configs/*.flags`` file plus ``--max_cpu_seconds`` and evaluation-cadence
@@ -22,9 +28,16 @@ uniform dequantization (see `_common.build_tfb_glow_model`), so its bits/dim
 come from the same code; it is trained by the same `Trainer` (given the
 model through ``model_fn``) with ``configs/fashion_mnist_glow.flags``'
 optimizer settings, which equal Flow++'s.
+
+``--precision`` sets what the Flow++ models' networks compute in (the Glow
+models stay float32, and the table says so). ``--equal_steps=S1,S2,...``
+instead trains Flow++ in float32 and in mixed_bfloat16 for the same steps
+(same seed and data) and compares validation bits/dim at those steps
+(section ``quality_precision`` of the doc).
 """
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -48,6 +61,7 @@ MODELS = (
     ('tfb_glow', 'tfb.Glow', 'fashion_mnist_glow', 'tfb_glow'),
 )
 ABLATIONS = ('no_attention', 'affine', 'uniform_dequant')
+PARITY_PRECISIONS = ('float32', 'mixed_bfloat16')
 TFB_GLOW_STEPS = 8  # per level, 2 levels (28 = 7·2²), like configs/fashion_mnist_glow
 # Quick mode: every model shrunk so the whole script runs in well under a
 # minute; exercises every code path, measures nothing.
@@ -110,6 +124,7 @@ def worker_main(spec):
         'iw_images': iw['num_images'],
         'iw_seconds': iw['seconds'],
         'curve': [(m['cpu_seconds'], m['val_bpd'], m['step']) for m in metrics],
+        'images_per_sec': [m.get('images_per_sec') for m in metrics],
         'samples': samples if os.path.exists(samples) else None,
         'peak_rss_mib': _common.peak_rss_mib(),
     })
@@ -131,10 +146,20 @@ def worker_main(spec):
 # Driver -----------------------------------------------------------------------------
 
 
-def _job(key, config, kind, args, workroot, glow):
+def _precision(kind, config, args):
+  """What a model's networks compute in: ``--precision`` for Flow++ only."""
+  if kind == 'ours' and 'flowpp' in config:
+    return args.precision
+  return 'float32'
+
+
+def _job(key, config, kind, args, workroot, glow, precision=None,
+         train_steps=None):
+  precision = precision or _precision(kind, config, args)
   overrides = [
-      f'--max_cpu_seconds={args.cpu_seconds}',
-      '--train_steps=100000000',
+      f'--max_cpu_seconds={0 if train_steps else args.cpu_seconds}',
+      f'--train_steps={train_steps or 100000000}',
+      f'--precision={precision}',
       f'--eval_every={args.eval_every}',
       '--checkpoint_every=100000000',
       f'--log_every={min(50, args.eval_every)}',
@@ -152,7 +177,8 @@ def _job(key, config, kind, args, workroot, glow):
     overrides += list(QUICK_OVERRIDES) + ['--num_sample_images=16',
                                           '--init_batch_size=64']
   return {'key': key, 'config': config, 'kind': kind, 'overrides': overrides,
-          'workdir': os.path.join(workroot, key), 'glow': glow}
+          'workdir': os.path.join(workroot, key), 'glow': glow,
+          'precision': precision}
 
 
 def run(args):
@@ -181,7 +207,16 @@ def run(args):
             'iw_batch': args.iw_batch, 'quick': args.quick}
   results = {'env': env, 'models': {}, 'glow': dict(glow, parameters=count,
                                                      target=target)}
-  jobs = [_job(k, c, kind, args, workroot, glow) for k, _, c, kind in models]
+  if args.equal_steps:
+    steps = max(args.equal_steps)
+    models = [(f'flowpp_{p}', f'Flow++, {p}', 'fashion_mnist_flowpp', 'ours')
+              for p in PARITY_PRECISIONS]
+    jobs = [_job(k, c, kind, args, workroot, glow, precision=p,
+                 train_steps=steps)
+            for (k, _, c, kind), p in zip(models, PARITY_PRECISIONS)]
+  else:
+    jobs = [_job(k, c, kind, args, workroot, glow)
+            for k, _, c, kind in models]
   if args.quick:
     # One process for everything: only the code paths matter here.
     out = _common.run_worker(SCRIPT, dict(common, jobs=jobs, baseline=True),
@@ -202,6 +237,7 @@ def run(args):
           f"IW test bpd {r['iw_bpd']:.4f} ({out['worker_seconds']:.0f}s)")
   results['labels'] = {k: label for k, label, _, _ in models}
   results['configs'] = {k: c for k, _, c, _ in models}
+  results['precisions'] = {j['key']: j['precision'] for j in jobs}
   results['seconds'] = time.time() - started
   results['load_after'] = _common.load_average()
   results['workroot'] = workroot
@@ -279,7 +315,9 @@ def report(results, command, args, figure_paths, doc_path):
     rows.append([
         labels[key], f"`{results['configs'][key]}`" if key != 'tfb_glow' else
         f"tfb.Glow 2×{results['glow']['steps']}, hidden "
-        f"{results['glow']['hidden']}", f"{r['parameters']:,}",
+        f"{results['glow']['hidden']}",
+        results.get('precisions', {}).get(key, 'float32'),
+        f"{r['parameters']:,}",
         f"{r['iw_bpd']:.4f}", delta, f"{r['test_bpd_single']:.4f}",
         f"{r['final_val_bpd']:.4f}", f"{r['steps']:,}",
         f"{r['images_seen']:,}", f"{r['cpu_seconds']:.0f}",
@@ -287,10 +325,10 @@ def report(results, command, args, figure_paths, doc_path):
          if r['train_elapsed'] >= 1 else '–')
     ])
   if base:
-    rows.append(['per-pixel histogram', '`per_pixel_histogram_bpd`', '–',
+    rows.append(['per-pixel histogram', '`per_pixel_histogram_bpd`', '–', '–',
                  f"{base['subset']:.4f}", '', f"{base['full']:.4f}", '', '',
                  '', '', ''])
-  headers = ['model', 'config', 'params',
+  headers = ['model', 'config', 'networks in', 'params',
              f"test bpd, IW k={args.iw_samples} (first {args.test_images:,})",
              'Δ vs Flow++', 'test bpd, k=1 (all 10,000)', 'val bpd (final)',
              'steps', 'images seen', 'CPU s', 'train img/s']
@@ -381,6 +419,40 @@ def report(results, command, args, figure_paths, doc_path):
   return '\n'.join(out), '\n'.join(md)
 
 
+def parity_report(results, command, args):
+  """float32 against mixed_bfloat16 Flow++ at equal steps (text, markdown)."""
+  env = results['env']
+  runs = [results['models'][f'flowpp_{p}'] for p in PARITY_PRECISIONS]
+  by_step = [{c[2]: c[1] for c in r['curve']} for r in runs]
+  headers = ['step', 'val bpd float32', 'val bpd mixed_bfloat16',
+             'bf16 − float32']
+  rows = []
+  for step in args.equal_steps:
+    values = [b.get(step) for b in by_step]
+    rows.append([f'{step:,}'] + [
+        f'{v:.4f}' if v is not None else '–' for v in values
+    ] + [f'{values[1] - values[0]:+.4f}' if None not in values else '–'])
+  rates = [r['images_seen'] / r['train_elapsed'] if r['train_elapsed'] >= 1
+           else float('nan') for r in runs]
+  md = ['## Quality: mixed_bfloat16 against float32 at equal steps', '']
+  md += _common.environment_lines(env, command, results.get('load_after'))
+  md.append(
+      f'* Flow++ (`fashion_mnist_flowpp`, {runs[0]["parameters"]:,} '
+      f'parameters) trained for {max(args.equal_steps):,} steps in each '
+      'precision with the same seed, data order and initial weights; '
+      f'validation: {args.val_images:,} held-out images, k = 1, EMA weights '
+      f'(decay {args.ema_decay}), warmup {args.warmup_steps} steps. Target: '
+      '|bf16 − float32| ≤ 0.02 bits/dim at every step.')
+  md.append(
+      f'* Training throughput: float32 {rates[0]:.1f} img/s, mixed_bfloat16 '
+      f'{rates[1]:.1f} img/s ({rates[1] / rates[0]:.2f}×; wall time with '
+      'evaluations excluded, on this machine, load as above).')
+  md.append('')
+  md.append(_common.markdown_table(headers, rows))
+  md.append('')
+  return _common.text_table(headers, rows), '\n'.join(md)
+
+
 def main(argv):
   if _common.run_as_worker(argv, worker_main):
     return 0
@@ -410,6 +482,15 @@ def main(argv):
                       help='EMA decay of every model (evaluated weights).')
   parser.add_argument('--workdir', default=None,
                       help='Where the training runs go (default: a temp dir).')
+  parser.add_argument('--precision', default='float32',
+                      choices=('float32', 'mixed_bfloat16', 'mixed_float16'),
+                      help='What the Flow++ models\' networks compute in '
+                      '(Glow and tfb.Glow stay float32).')
+  parser.add_argument('--equal_steps', default='',
+                      help='Comma-separated steps, e.g. 200,400,800: train '
+                      'Flow++ in float32 and mixed_bfloat16 to the largest '
+                      'and compare validation bpd at each (instead of the '
+                      'equal-CPU table).')
   parser.add_argument('--figures_dir', default=None,
                       help='Where PNGs go (default docs/figures, or next to '
                       '--output_doc; a temporary folder for --quick without '
@@ -420,6 +501,9 @@ def main(argv):
                   iw_samples=(2 if args.quick else 64),
                   val_images=(32 if args.quick else 1000),
                   eval_every=(10 if args.quick else 100))
+  args.equal_steps = sorted(int(s) for s in args.equal_steps.split(',') if s)
+  if args.equal_steps:
+    defaults['eval_every'] = math.gcd(*args.equal_steps)
   for name, value in defaults.items():
     if getattr(args, name) is None:
       setattr(args, name, value)
@@ -436,15 +520,21 @@ def main(argv):
   else:
     figures_dir = os.path.join(os.path.dirname(os.path.abspath(doc)),
                                'figures')
-  figure_paths = _figures(results, figures_dir, 'quality_')
-  text, markdown = report(results, command, args, figure_paths,
-                          doc or _common.DOC_PATH)
+  section, prefix = 'quality', 'quality_'
+  if args.equal_steps:
+    section, prefix = 'quality_precision', 'quality_precision_'
+    text, markdown = parity_report(results, command, args)
+  else:
+    figure_paths = _figures(results, figures_dir, prefix)
+    text, markdown = report(results, command, args, figure_paths,
+                            doc or _common.DOC_PATH)
   print(text)
-  with open(os.path.join(figures_dir, 'quality_results.json'), 'w') as f:
+  os.makedirs(figures_dir, exist_ok=True)
+  with open(os.path.join(figures_dir, f'{prefix}results.json'), 'w') as f:
     json.dump(results, f, indent=1, default=str)
   if doc:
-    _common.update_doc_section('quality', markdown, doc)
-    print(f'wrote the quality section of {doc}')
+    _common.update_doc_section(section, markdown, doc)
+    print(f'wrote the {section} section of {doc}')
   if not args.workdir:
     shutil.rmtree(results['workroot'], ignore_errors=True)
   return 0

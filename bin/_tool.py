@@ -49,9 +49,14 @@ def run(main, name):
 
 
 def load(workdir):
-  """(model with EMA weights, configs dict, step) from a training workdir."""
+  """(model with EMA weights, configs dict, step) from a training workdir.
+
+  The networks compute in ``--precision`` where the tool defines it (else,
+  or if unset, in the run's precision).
+  """
   from tfp_flowpp import training  # pylint: disable=g-import-not-at-top
-  return training.restore_for_inference(workdir)
+  precision = flags.FLAGS.precision if 'precision' in flags.FLAGS else None
+  return training.restore_for_inference(workdir, precision=precision)
 
 
 def dataset(configs):

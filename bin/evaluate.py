@@ -34,6 +34,7 @@ import _tool
 import flowpp_flags
 
 flowpp_flags.define_workdir_flag()
+flowpp_flags.define_precision_flag()
 _scoring.define_source_flags('dataset', '', 'Images to score')
 _scoring.define_scoring_flags(num_samples_default=64)
 flags.DEFINE_string(

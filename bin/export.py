@@ -4,7 +4,9 @@
 Writes ``--export_dir`` (default ``DIR/export``) ``/VERSION/``: a SavedModel
 with the EMA weights of the latest checkpoint and the signatures
 serving_default (= log_prob), importance_weighted_log_prob, sample, encode and
-decode. VERSION defaults to the next free integer; an existing version is
+decode. ``--precision`` chooses what its networks compute in (default the
+run's); the interface stays uint8/float32 and the flow arithmetic in the
+run's --dtype. VERSION defaults to the next free integer; an existing version is
 never overwritten, and a failed export leaves no directory behind. Serve it
 with ``tensorflow_model_server --model_base_path=EXPORT_DIR``; see
 docs/serving.md.
@@ -19,6 +21,7 @@ import _tool  # pylint: disable=g-bad-import-order
 import flowpp_flags
 
 flowpp_flags.define_workdir_flag()
+flowpp_flags.define_precision_flag()
 flags.DEFINE_string(
     'export_dir', None,
     'Model base path for TF Serving (version directories go inside); '
@@ -46,7 +49,8 @@ def main():
       model, export_dir, version=version,
       metadata={'config': configs, 'step': step, 'workdir': workdir})
   print(f'Exported step {step} of {workdir} to {path} '
-        f'({time.time() - started:.1f}s).')
+        f'({time.time() - started:.1f}s; networks in '
+        f'{export.read_metadata(path)["precision"]}).')
 
 
 if __name__ == '__main__':

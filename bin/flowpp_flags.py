@@ -113,6 +113,17 @@ def define_workdir_flag(flag_values=flags.FLAGS, required=True):
       required=required)
 
 
+def define_precision_flag(flag_values=flags.FLAGS):
+  """``--precision`` of the tools that load a trained run (default: its own)."""
+  flags.DEFINE_enum(
+      'precision',
+      None,
+      list(model_config_lib.CHOICES['precision']),
+      'What the conditioner networks compute in (see bin/train --helpfull); '
+      "default the run's. The flow arithmetic is always in the run's --dtype.",
+      flag_values=flag_values)
+
+
 def _values(cls, flag_values, **overrides):
   hints = typing.get_type_hints(cls)
   values = {}

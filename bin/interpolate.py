@@ -12,6 +12,7 @@ import _tool  # pylint: disable=g-bad-import-order
 import flowpp_flags
 
 flowpp_flags.define_workdir_flag()
+flowpp_flags.define_precision_flag()
 flags.DEFINE_string('out', None, 'Output PNG path.', required=True)
 flags.DEFINE_integer('num_pairs', 8, 'Rows (image pairs).', lower_bound=1)
 flags.DEFINE_integer(

@@ -7,6 +7,7 @@ import _tool  # pylint: disable=g-bad-import-order
 import flowpp_flags
 
 flowpp_flags.define_workdir_flag()
+flowpp_flags.define_precision_flag()
 flags.DEFINE_integer('num', 64, 'Number of samples.', lower_bound=1)
 flags.DEFINE_float(
     'temperature', 0.7,

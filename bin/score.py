@@ -34,6 +34,7 @@ import _tool
 import flowpp_flags
 
 flowpp_flags.define_workdir_flag()
+flowpp_flags.define_precision_flag()
 _scoring.define_source_flags('in_distribution', 'in_distribution_',
                              'In-distribution images')
 _scoring.define_source_flags('candidates', 'candidates_', 'Candidate images')

@@ -36,8 +36,12 @@ def test_speed_quick(tmp_path):
   for heading in ('### Throughput', '### Coupling-network evaluations',
                   '### Achieved FLOP/s', '### Mixture-of-logistics CDF inverse',
                   '### Targets', '* Machine:', '* Command: `python bench/'
-                  'speed.py --quick`'):
+                  'speed.py --quick`', '### Mixed precision: float32 against',
+                  'bfloat16 flags in /proc/cpuinfo:'):
     assert heading in doc, heading
+  # The precision axis: float32 and bf16 rates of the same model, and ratios.
+  assert re.search(r'\| tiny \(4×4 digits\) \| 32 \| [\d,.]+ \| [\d,.]+ \| '
+                   r'[\d.]+× \| [\d,.]+ \| [\d,.]+ \| [\d.]+× \|', doc), doc
   # Ours: every coupling network runs once (2 flow + 1 dequantizer coupling).
   assert re.search(r'tiny \(4×4 digits\) — ours \| 2 \+ 1 \| 3 \| 2 \| 2 \| yes',
                    doc), doc
@@ -61,9 +65,13 @@ needs_fashion_mnist = pytest.mark.skipif(
 def test_quality_quick(tmp_path):
   figures = tmp_path / 'figures'
   _, doc = _run('quality.py', tmp_path, '--models=flowpp,tfb_glow',
-                f'--figures_dir={figures}')
+                f'--figures_dir={figures}', '--precision=mixed_bfloat16')
   assert '<!-- BEGIN quality -->' in doc
   assert '| Flow++ |' in doc and '| tfb.Glow |' in doc
+  # Flow++ in bf16, tfb.Glow in float32, and the table says so.
+  assert re.search(r'\| Flow\+\+ \| `fashion_mnist_flowpp` \| mixed_bfloat16 \|',
+                   doc), doc
+  assert re.search(r'\| tfb\.Glow \| tfb\.Glow [^|]*\| float32 \|', doc), doc
   assert '| per-pixel histogram |' in doc
   for name in ('quality_bpd_vs_cpu.png', 'quality_samples_all.png',
                'quality_samples_flowpp.png', 'quality_samples_tfb_glow.png',
@@ -71,6 +79,18 @@ def test_quality_quick(tmp_path):
     assert (figures / name).stat().st_size > 0, name
   # Fashion-MNIST's per-pixel histogram on all 10,000 test images.
   assert re.search(r'\| per-pixel histogram \|.*\| 4\.58\d\d \|', doc), doc
+
+
+@needs_fashion_mnist
+def test_quality_quick_equal_steps_precision_parity(tmp_path):
+  _, doc = _run('quality.py', tmp_path, '--equal_steps=2,4',
+                f'--figures_dir={tmp_path}')
+  assert '<!-- BEGIN quality_precision -->' in doc
+  assert 'val bpd mixed_bfloat16' in doc
+  for step in (2, 4):
+    assert re.search(rf'\| {step} \| \d\.\d{{4}} \| \d\.\d{{4}} \| [+-]\d\.\d{{4}} \|',
+                     doc), doc
+  assert (tmp_path / 'quality_precision_results.json').stat().st_size > 0
 
 
 @needs_fashion_mnist

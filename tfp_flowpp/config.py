@@ -19,6 +19,7 @@ import json
 import types
 
 from tfp_flowpp import flow_spec
+from tfp_flowpp import precision
 from tfp_flowpp.bijectors import affine_coupling
 from tfp_flowpp.bijectors import couplings
 from tfp_flowpp.bijectors import invertible_conv1x1
@@ -49,6 +50,7 @@ CHOICES = types.MappingProxyType({
     'dequantizer': dequantization.DEQUANTIZERS,
     'dequantizer_squash': dequantization.SQUASHES,
     'dtype': ('float32', 'float64'),
+    'precision': precision.POLICIES,
 })
 
 
@@ -129,7 +131,17 @@ class ModelConfig:
   context_mixer: str = _field('none', 'Context network mixer (as --mixer).')
   context_layer_norm: bool = _field(
       False, 'Layer norm in the context network (official ImageNet models).')
-  dtype: str = _field('float32', 'Compute/variable dtype.')
+  dtype: str = _field(
+      'float32', 'Variable dtype and dtype of all flow arithmetic (log-dets, '
+      'coupling transforms, bounds).')
+  precision: str = _field(
+      'float32', 'What the conditioner networks compute in: float32 (the '
+      '--dtype), mixed_bfloat16, mixed_float16 (dynamic loss scaling) or '
+      'auto (mixed_bfloat16 on CPUs with amx_bf16/avx512_bf16 and GPUs of '
+      'compute capability >= 8, else float32). Variables, optimizer state '
+      'and the flow arithmetic stay in --dtype; not an architecture field '
+      '(a run may resume under another precision).',
+      stored_default='float32')
   seed: int = _field(0, 'Seed for parameter initialisation.')
 
   def __post_init__(self):

@@ -19,6 +19,7 @@ from tfp_flowpp import bijectors as fb
 from tfp_flowpp import config as config_lib
 from tfp_flowpp import flow_spec
 from tfp_flowpp import networks
+from tfp_flowpp import precision
 from tfp_flowpp.distributions import dequantization
 from tfp_flowpp.distributions import discrete_image_flow
 from tfp_flowpp.networks import coupling_networks
@@ -34,7 +35,7 @@ def count_parameters(module):
 
 
 class _Builder:
-  """Stateful helper: unique names, one NumPy RNG, one dtype.
+  """Stateful helper: unique names, one NumPy RNG, one dtype and precision.
 
   Registered classes build themselves with ``from_config``; a dequantizer's
   receives this builder and may use ``rng`` and `segment`.
@@ -43,6 +44,7 @@ class _Builder:
   def __init__(self, config):
     self.config = config
     self.dtype = tf.as_dtype(config.dtype)
+    self.network_dtype = precision.network_dtype(config.precision)
     self.rng = np.random.default_rng(config.seed)
     self.counter = 0
 
@@ -117,6 +119,7 @@ class _Builder:
           prior_net = networks.ZeroConvNetwork(
               kept, (channels - channels // 2) * 2,
               dtype=self.dtype,
+              compute_dtype=self.network_dtype,
               rng=self.rng,
               name=self._name(prefix, 'split_prior_network'))
           out.append(

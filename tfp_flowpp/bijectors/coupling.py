@@ -206,7 +206,10 @@ class CouplingBijector(fused_log_det.FusedLogDetBijector):
     if context is not None:
       context = tf.reshape(context,
                            tf.concat([[-1], tf.shape(context)[-3:]], 0))
-    out = self._network(flat, context=context, training=training)
+    # Networks may compute in low precision (`tfp_flowpp.precision`); the
+    # coupling transform and its log-det always run in the input's dtype.
+    out = tf.cast(
+        self._network(flat, context=context, training=training), x_a.dtype)
     h, w, _ = self._event_shape
     return tf.reshape(
         out,

@@ -12,6 +12,7 @@ import tensorflow_probability as tfp
 from tfp_flowpp import flow_spec
 from tfp_flowpp.bijectors import conditioning
 from tfp_flowpp.bijectors import splits
+from tfp_flowpp import precision
 from tfp_flowpp.networks import coupling_networks
 from tfp_flowpp.networks import gated_resnet
 
@@ -276,6 +277,7 @@ class VariationalDequantizer(tf.Module):
         layout.output_shape,
         context_config,
         dtype=dtype,
+        compute_dtype=precision.network_dtype(config.precision),
         rng=builder.rng,
         name='dequantizer_context')
     network_size = coupling_networks.NetworkSize(config.dequantizer_filters,

@@ -40,7 +40,8 @@ The export is atomic: it is written to a hidden temporary directory inside
 ``export_dir`` (ignored by the model server, whose versions are integer
 directory names) and renamed to ``export_dir/VERSION`` only when complete.
 An existing version is never overwritten. ``assets.extra/flowpp.json``
-describes the model (image shape, levels, signatures, plus the caller's
+describes the model (image shape, levels, dtype, the precision its networks
+compute in (`precision.policy_of`), signatures, plus the caller's
 ``metadata`` such as the configs and the training step); the model server
 ignores ``assets.extra``.
 """
@@ -57,6 +58,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import tfp_flowpp
+from tfp_flowpp import precision
 from tfp_flowpp.distributions import discrete_image_flow
 from tfp_flowpp.export import versions
 
@@ -340,6 +342,7 @@ def _metadata(model, metadata, decode_batch_size):
       'image_shape': list(model.image_shape),
       'num_levels': model.num_levels,
       'dtype': model.float_dtype.name,
+      'precision': precision.policy_of(model),
       'signatures': list(SIGNATURE_NAMES),
       'functions': list(FUNCTION_NAMES),
       'decode_batch_size': decode_batch_size,

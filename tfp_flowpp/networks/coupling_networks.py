@@ -2,13 +2,17 @@
 
 `FlowppCouplingNetwork` (Flow++), `GlowCouplingNetwork` (Glow's NN()) and
 `ZeroConvNetwork` (Glow's split prior), all with the call signature
-``network(x, context=None, training=False)``.
+``network(x, context=None, training=False)``. Each computes in its
+``compute_dtype`` (None: the input's dtype) -- inputs are cast to it at the
+boundary -- and returns its parameters in the input's dtype (see
+`tfp_flowpp.precision`).
 """
 
 import collections
 
 import tensorflow as tf
 
+from tfp_flowpp import precision
 from tfp_flowpp.networks import gated_resnet
 from tfp_flowpp.networks import layers
 
@@ -76,6 +80,7 @@ class FlowppCouplingNetwork(tf.Module):
                context_channels=None,
                init_scale=0.1,
                dtype=tf.float32,
+               compute_dtype=None,
                rng=None,
                name=None):
     """Creates the network's variables.
@@ -87,10 +92,13 @@ class FlowppCouplingNetwork(tf.Module):
       context_channels: channels of the conditioning context, or None.
       init_scale: output standard deviation of the head at initialisation.
       dtype: variable dtype.
+      compute_dtype: dtype the network computes in (e.g. `tf.bfloat16`);
+        None = the input's. The output has the input's dtype either way.
       rng: `np.random.Generator` for the initial values; None = fresh.
       name: module name.
     """
     super().__init__(name=name)
+    self.compute_dtype = compute_dtype
     with self.name_scope:
       self.trunk = gated_resnet.GatedResNet(
           input_shape,
@@ -124,7 +132,8 @@ class FlowppCouplingNetwork(tf.Module):
       input_shape: ``(H, W, C/2)`` of the conditioning half.
       out_channels: ``(C/2)·P``, ``P`` the coupling's parameters per channel.
       config: a `ModelConfig`; reads ``heads``, ``layer_norm``, ``dropout``,
-        ``weight_norm``, ``final_nonlinearity`` and ``dtype``.
+        ``weight_norm``, ``final_nonlinearity``, ``dtype`` and
+        ``precision``.
       network_size: `NetworkSize` of the flow this network belongs to.
       context_channels: channels of the conditioning context, or None.
       rng: the model's NumPy `Generator` (initial values).
@@ -149,11 +158,16 @@ class FlowppCouplingNetwork(tf.Module):
         trunk,
         context_channels=context_channels,
         dtype=tf.as_dtype(config.dtype),
+        compute_dtype=precision.network_dtype(config.precision),
         rng=rng,
         name=name)
 
   def __call__(self, x, context=None, training=False):
-    return self.head(self.trunk(x, context=context, training=training))
+    out_dtype = x.dtype
+    x, context = layers.boundary_cast(self.compute_dtype, x, context)
+    return tf.cast(
+        self.head(self.trunk(x, context=context, training=training)),
+        out_dtype)
 
 
 class GlowCouplingNetwork(tf.Module):
@@ -196,6 +210,7 @@ class GlowCouplingNetwork(tf.Module):
                out_channels,
                hidden_channels=512,
                dtype=tf.float32,
+               compute_dtype=None,
                rng=None,
                name=None):
     """Creates the network's variables.
@@ -205,10 +220,12 @@ class GlowCouplingNetwork(tf.Module):
       out_channels: coupling parameters per position.
       hidden_channels: width of the two hidden layers.
       dtype: variable dtype.
+      compute_dtype: dtype the network computes in; None = the input's.
       rng: `np.random.Generator` for the initial values; None = fresh.
       name: module name.
     """
     super().__init__(name=name)
+    self.compute_dtype = compute_dtype
     in_channels = int(input_shape[-1])
     with self.name_scope:
       self.conv1 = layers.Conv2D(
@@ -250,12 +267,17 @@ class GlowCouplingNetwork(tf.Module):
         out_channels,
         hidden_channels=config.glow_hidden,
         dtype=tf.as_dtype(config.dtype),
+        compute_dtype=precision.network_dtype(config.precision),
         rng=rng,
         name=name)
 
   def __call__(self, x, context=None, training=False):
     del context, training
-    return self.head(tf.nn.relu(self.conv2(tf.nn.relu(self.conv1(x)))))
+    out_dtype = x.dtype
+    x, = layers.boundary_cast(self.compute_dtype, x)
+    return tf.cast(
+        self.head(tf.nn.relu(self.conv2(tf.nn.relu(self.conv1(x))))),
+        out_dtype)
 
 
 class ZeroConvNetwork(tf.Module):
@@ -298,6 +320,7 @@ class ZeroConvNetwork(tf.Module):
                input_shape,
                out_channels,
                dtype=tf.float32,
+               compute_dtype=None,
                rng=None,
                name=None):
     """Creates the network's variables.
@@ -306,10 +329,12 @@ class ZeroConvNetwork(tf.Module):
       input_shape: ``(H, W, C_in)`` of the kept half.
       out_channels: parameters per position.
       dtype: variable dtype.
+      compute_dtype: dtype the network computes in; None = the input's.
       rng: unused (the kernel starts at zero); kept for a uniform signature.
       name: module name.
     """
     super().__init__(name=name)
+    self.compute_dtype = compute_dtype
     with self.name_scope:
       self.conv = layers.Conv2D(
           int(input_shape[-1]),
@@ -322,7 +347,9 @@ class ZeroConvNetwork(tf.Module):
 
   def __call__(self, x, context=None, training=False):
     del context, training
-    return self.conv(x)
+    out_dtype = x.dtype
+    x, = layers.boundary_cast(self.compute_dtype, x)
+    return tf.cast(self.conv(x), out_dtype)
 
 
 # ``ModelConfig.network`` name -> coupling network class; each has

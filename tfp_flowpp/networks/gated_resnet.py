@@ -146,6 +146,7 @@ class GatedResNet(tf.Module):
                config,
                context_channels=None,
                dtype=tf.float32,
+               compute_dtype=None,
                rng=None,
                name=None):
     """Creates the network's variables.
@@ -156,10 +157,13 @@ class GatedResNet(tf.Module):
       context_channels: channels of the conditioning context fed to every
         `GatedConvBlock`, or None.
       dtype: variable dtype.
+      compute_dtype: dtype the network computes in (inputs are cast to it;
+        the output has the input's dtype); None = the input's.
       rng: `np.random.Generator` for the initial values; None = fresh.
       name: module name.
     """
     super().__init__(name=name)
+    self.compute_dtype = compute_dtype
     height, width, in_channels = (int(d) for d in input_shape)
     self.config = config
     self.input_shape = (height, width, in_channels)
@@ -208,6 +212,8 @@ class GatedResNet(tf.Module):
     return self.config.filters * (2 if self.config.final_nonlinearity else 1)
 
   def __call__(self, x, context=None, training=False):
+    out_dtype = x.dtype
+    x, context = layers.boundary_cast(self.compute_dtype, x, context)
     h = self.proj_in(x)
     for i, conv_block in enumerate(self.conv_blocks):
       h = conv_block(h, context=context, training=training)
@@ -220,4 +226,4 @@ class GatedResNet(tf.Module):
           h = norms[1](h)
     if self.config.final_nonlinearity:
       h = layers.concat_elu(h)
-    return h
+    return tf.cast(h, out_dtype)

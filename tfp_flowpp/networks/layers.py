@@ -12,12 +12,27 @@ import math
 import numpy as np
 import tensorflow as tf
 
-__all__ = ['Conv2D', 'LayerNorm', 'concat_elu', 'gate', 'default_rng']
+__all__ = [
+    'Conv2D', 'LayerNorm', 'concat_elu', 'gate', 'default_rng',
+    'boundary_cast'
+]
 
 
 def default_rng(rng):
   """Returns ``rng`` or a fresh unseeded NumPy generator."""
   return rng if rng is not None else np.random.default_rng()
+
+
+def boundary_cast(compute_dtype, *tensors):
+  """Casts a network's inputs (None passes) to the dtype it computes in.
+
+  ``compute_dtype`` is the network's (`tfp_flowpp.precision`); None leaves
+  the inputs as they are.
+  """
+  if compute_dtype is None:
+    return tensors
+  return tuple(
+      None if t is None else tf.cast(t, compute_dtype) for t in tensors)
 
 
 def concat_elu(x):
@@ -201,7 +216,9 @@ class LayerNorm(tf.Module):
   ```
 
   with per-channel ``gamma`` (initially 1) and ``beta`` (initially 0), as in
-  the official Flow++ code.
+  the official Flow++ code. For 16-bit inputs (mixed precision) the
+  statistics and the normalisation are computed in float32 and the result
+  is cast back to the input dtype.
 
   #### Examples
 
@@ -237,6 +254,10 @@ class LayerNorm(tf.Module):
       self.beta = tf.Variable(tf.zeros([channels], dtype), name='beta')
 
   def __call__(self, x):
+    out_dtype = x.dtype
+    if x.dtype.size < 4:  # bfloat16 / float16: float32 statistics.
+      x = tf.cast(x, tf.float32)
     mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
-    return ((x - mean) * tf.math.rsqrt(variance + self.epsilon) *
-            tf.cast(self.gamma, x.dtype) + tf.cast(self.beta, x.dtype))
+    y = ((x - mean) * tf.math.rsqrt(variance + self.epsilon) *
+         tf.cast(self.gamma, x.dtype) + tf.cast(self.beta, x.dtype))
+    return tf.cast(y, out_dtype)

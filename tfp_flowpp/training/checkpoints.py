@@ -3,9 +3,10 @@
 A checkpoint holds the model, the optimizer (Adam moments, iteration count
 and the EMA/Polyak copies of the weights that `tf_keras` optimizers keep with
 ``use_ema=True``), the step (which also fixes the data position: batch k of
-a run is always the same images) and the skipped-step counters (total and
+a run is always the same images), the skipped-step counters (total and
 consecutive, so the abort after ``max_consecutive_skips`` counts across a
-resume).
+resume) and the dynamic loss scale (`DynamicLossScale`). Checkpoints
+written before a counter or the loss scale existed restore without it.
 """
 
 import contextlib
@@ -20,8 +21,8 @@ from tfp_flowpp.training import optimization
 from tfp_flowpp.training import workdir as workdir_lib
 
 __all__ = [
-    'make_checkpoint', 'restore_training_state', 'restore_for_inference',
-    'ema_weights', 'restore_error',
+    'make_checkpoint', 'restore_training_state', 'has_loss_scale',
+    'restore_for_inference', 'ema_weights', 'restore_error',
     'RESTORE_ERRORS', 'CheckpointError'
 ]
 
@@ -30,29 +31,50 @@ class CheckpointError(ValueError):
   """A checkpoint that does not fit the model (one-line message)."""
 
 
-def make_checkpoint(model, optimizer, step, skipped, consecutive_skips=None):
-  """The `tf.train.Checkpoint` of a run (``consecutive_skips`` since v0.2)."""
-  counters = {}
+def make_checkpoint(model, optimizer, step, skipped, consecutive_skips=None,
+                    loss_scale=None):
+  """The run's `tf.train.Checkpoint` (the optional objects only if given).
+
+  ``consecutive_skips`` is saved since v0.2, ``loss_scale`` (the
+  `DynamicLossScale`, under the same key in every precision) since v0.2.
+  """
+  extra = {}
   if consecutive_skips is not None:
-    counters['consecutive_skips'] = consecutive_skips
+    extra['consecutive_skips'] = consecutive_skips
+  if loss_scale is not None:
+    extra['loss_scale'] = loss_scale
   return tf.train.Checkpoint(
-      model=model, optimizer=optimizer, step=step, skipped=skipped, **counters)
+      model=model, optimizer=optimizer, step=step, skipped=skipped, **extra)
+
+
+def has_loss_scale(path):
+  """Whether the checkpoint ``path`` holds a loss scale (v0.1's do not)."""
+  return any(
+      name.startswith('loss_scale/') for name, _ in tf.train.list_variables(path))
 
 
 def restore_training_state(checkpoint, path):
   """Restores the checkpoint ``path`` into the `make_checkpoint` ``checkpoint``.
 
-  Checkpoints written before ``consecutive_skips`` was saved restore
-  everything else and leave it as it is (0 in a new `Trainer`, what those
-  versions resumed with).
+  Checkpoints written before ``consecutive_skips`` or the loss scale were
+  saved restore everything else and leave those as they are (0 and the
+  initial scale in a new `Trainer`, what those versions resumed with).
 
   Raises:
     One of `RESTORE_ERRORS` if the checkpoint does not fit or is unreadable.
   """
-  if not tf.train.load_checkpoint(path).has_tensor(
-      'consecutive_skips/.ATTRIBUTES/VARIABLE_VALUE'):
-    checkpoint = make_checkpoint(checkpoint.model, checkpoint.optimizer,
-                                 checkpoint.step, checkpoint.skipped)
+  names = {name for name, _ in tf.train.list_variables(path)}
+  keep_skips = 'consecutive_skips/.ATTRIBUTES/VARIABLE_VALUE' in names
+  keep_scale = has_loss_scale(path)
+  consecutive = getattr(checkpoint, 'consecutive_skips', None)
+  scale = getattr(checkpoint, 'loss_scale', None)
+  if (consecutive is not None and not keep_skips) or (
+      scale is not None and not keep_scale):
+    checkpoint = make_checkpoint(
+        checkpoint.model, checkpoint.optimizer, checkpoint.step,
+        checkpoint.skipped,
+        consecutive_skips=consecutive if keep_skips else None,
+        loss_scale=scale if keep_scale else None)
   checkpoint.restore(path).assert_existing_objects_matched()
 
 
@@ -144,8 +166,11 @@ def restore_error(path, error, what='this architecture'):
       f'Checkpoint {path} does not match {what}: {first[:200]}')
 
 
-def restore_for_inference(workdir_path, use_ema=True, checkpoint_path=None,
-                          model_fn=None):
+def restore_for_inference(workdir_path,
+                          use_ema=True,
+                          checkpoint_path=None,
+                          model_fn=None,
+                          precision=None):
   """Rebuilds a trained model from a workdir with its EMA weights in place.
 
   Args:
@@ -154,6 +179,9 @@ def restore_for_inference(workdir_path, use_ema=True, checkpoint_path=None,
     checkpoint_path: a specific checkpoint prefix; default the latest.
     model_fn: the ``model_fn(model_config)`` the run was trained with
       (`Trainer`'s); default `model_builder.build_model`.
+    precision: what the rebuilt model's networks compute in (a
+      `tfp_flowpp.precision` policy); default the run's. Checkpoints hold
+      the same variables under every precision.
 
   Returns:
     ``(model, configs, step)`` — configs is the raw dict of config.json.
@@ -164,6 +192,8 @@ def restore_for_inference(workdir_path, use_ema=True, checkpoint_path=None,
   workdir = workdir_lib.Workdir(workdir_path)
   configs = workdir.read_configs()
   model_config = workdir.model_config()
+  if precision is not None:
+    model_config = model_config.replace(precision=precision)
   train_config = train_config_lib.TrainConfig(**configs['train'])
   path = checkpoint_path or tf.train.latest_checkpoint(workdir.checkpoint_dir)
   if not path:

@@ -35,11 +35,13 @@ import tensorflow as tf
 
 from tfp_flowpp import data as data_lib
 from tfp_flowpp import model_builder
+from tfp_flowpp import precision
 from tfp_flowpp.training import atomic_files
 from tfp_flowpp.training import checkpoints
 from tfp_flowpp.training import determinism
 from tfp_flowpp.training import evaluation
 from tfp_flowpp.training import figures
+from tfp_flowpp.training import loss_scale as loss_scale_lib
 from tfp_flowpp.training import optimization
 from tfp_flowpp.training import progress
 from tfp_flowpp.training import strategy as strategy_lib
@@ -67,7 +69,8 @@ class Trainer:
 
   Args:
     model_config: `ModelConfig`; its ``image_shape`` and ``num_levels`` are
-      replaced by the dataset's. It is what the workdir records.
+      replaced by the dataset's and an ``auto`` precision by the policy it
+      resolves to. It is what the workdir records.
     data_config: `DataConfig` of the data (recorded in the workdir; loaded
       with `data.load_dataset` unless ``dataset`` is given).
     train_config: `TrainConfig`.
@@ -89,7 +92,10 @@ class Trainer:
       distributed value under a multi-replica strategy), skipped when the
       loss or any gradient is non-finite.
     step, skipped: Checkpointed int64 counters (optimizer steps taken,
-      steps skipped).
+      steps skipped for a non-finite loss or gradient; a float16 loss-scale
+      overflow is not counted).
+    loss_scale: The checkpointed `DynamicLossScale` (enabled only for
+      ``mixed_float16``).
   """
 
   def __init__(self,
@@ -111,9 +117,12 @@ class Trainer:
         train_config.distribution, train_config.num_cpu_replicas)
     self.chief = strategy_lib.is_chief()
     self.dataset = dataset or data_lib.load_dataset(data_config)
+    policy, reason = precision.resolve(model_config.precision)
+    self.precision_message = f'Precision: {policy} ({reason}).'
     self.model_config = model_config.replace(
         image_shape=tuple(self.dataset.image_shape),
-        num_levels=int(self.dataset.num_levels))
+        num_levels=int(self.dataset.num_levels),
+        precision=policy)
     replicas = self.strategy.num_replicas_in_sync
     if train_config.batch_size % replicas:
       raise ValueError(f'batch_size {train_config.batch_size} is not '
@@ -178,10 +187,16 @@ class Trainer:
           trainable=False,
           name='eval_window_bpd',
           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+      self.loss_scale = loss_scale_lib.DynamicLossScale(
+          enabled=precision.uses_loss_scaling(self.model_config.precision))
     self.variables = self.model.trainable_variables
     self.checkpoint = checkpoints.make_checkpoint(
-        self.model, self.optimizer, self.step, self.skipped,
-        self.consecutive_skips)
+        self.model,
+        self.optimizer,
+        self.step,
+        self.skipped,
+        consecutive_skips=self.consecutive_skips,
+        loss_scale=self.loss_scale)
     directory = self.workdir.checkpoint_dir
     if not self.chief:
       # Multi-worker saving is collective: every worker saves, non-chief
@@ -237,6 +252,7 @@ class Trainer:
 
   def _restore_or_initialize(self):
     self._print(self._describe_data())
+    self._print(self.precision_message)
     latest = tf.train.latest_checkpoint(self.workdir.checkpoint_dir)
     if latest:
       with self.strategy.scope():
@@ -279,9 +295,15 @@ class Trainer:
 
   # Train step ----------------------------------------------------------------
 
-  def _apply_if_finite(self, strategy, grads, finite):
-    """Cross-replica: apply the (already reduced) gradients, or skip."""
-    finite = strategy.experimental_local_results(finite)[0]
+  def _apply_if_finite(self, strategy, grads, loss_finite, grads_finite):
+    """Cross-replica: apply the (already reduced) gradients, or skip.
+
+    A skip for a float16 loss-scale overflow (`DynamicLossScale`) is not
+    counted as a non-finite step.
+    """
+    first = lambda t: strategy.experimental_local_results(t)[0]
+    finite, count = self.loss_scale.update(
+        first(loss_finite), first(grads_finite))
 
     def apply():
       strategy.extended.call_for_each_replica(
@@ -292,8 +314,9 @@ class Trainer:
       return tf.constant(True)
 
     def skip():
-      self.skipped.assign_add(1)
-      self.consecutive_skips.assign_add(1)
+      increment = tf.cast(count, tf.int64)
+      self.skipped.assign_add(increment)
+      self.consecutive_skips.assign_add(increment)
       return tf.constant(False)
 
     return tf.cond(finite, apply, skip)
@@ -312,13 +335,15 @@ class Trainer:
         bound = model.log_prob(images, seed=seed, training=True)
         bpd = model.nats_to_bits_per_dim(bound)
         loss = tf.reduce_sum(bpd) / global_batch
-      grads = tape.gradient(loss, self.variables)
+        scaled_loss = self.loss_scale.scale_loss(loss)
+      grads = self.loss_scale.unscale(
+          tape.gradient(scaled_loss, self.variables))
       grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
       loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss)
       grad_norm = tf.linalg.global_norm(grads)
-      finite = tf.logical_and(
-          tf.math.is_finite(loss), tf.math.is_finite(grad_norm))
-      applied = ctx.merge_call(self._apply_if_finite, args=(grads, finite))
+      applied = ctx.merge_call(
+          self._apply_if_finite,
+          args=(grads, tf.math.is_finite(loss), tf.math.is_finite(grad_norm)))
       return loss, grad_norm, applied
 
     @tf.function
