@@ -7,26 +7,46 @@ images) made class-conditional; the toy data has two trivially separable
 classes (dark images: levels 0-1; bright images: levels 2-3).
 """
 
+import itertools
+
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_flowpp import bijectors as fb
+from tfp_flowpp import config as config_lib
 from tfp_flowpp import model_builder
 from tfp_flowpp.training import config as train_config_lib
 from tfp_flowpp.training import optimization
 
-import test_model  # pylint: disable=g-bad-import-order
-
 tfd = tfp.distributions
+
+LEVELS = 4
+
+
+def tiny_config(**overrides):
+  """test_model's exact-check config: 2×2×1 images, L = 4."""
+  values = dict(
+      image_shape=(2, 2, 1), num_levels=LEVELS, flow='checkerboard:4',
+      components=4, filters=16, blocks=1, heads=2, dropout=0.,
+      dequantizer='variational', dequantizer_flow='checkerboard:2',
+      dequantizer_filters=8, dequantizer_blocks=1, context_channels=4,
+      context_blocks=1, seed=3)
+  values.update(overrides)
+  return config_lib.ModelConfig(**values)
+
+
+def all_images():
+  grid = itertools.product(range(LEVELS), repeat=4)
+  return tf.constant(np.array(list(grid), np.int32).reshape(-1, 2, 2, 1))
 
 
 def conditional_config(**overrides):
   values = dict(conditioning='class', num_classes=2, class_embedding=4,
                 preprocess_alpha=1., dtype='float64')
   values.update(overrides)
-  return test_model.tiny_config(**values)
+  return tiny_config(**values)
 
 
 def two_class_data(n=2048, seed=0):
@@ -75,7 +95,7 @@ def trained():
 
 
 def total_probability(model, label, k=256, seed=7):
-  images = test_model.all_images()
+  images = all_images()
   log_p = model.importance_weighted_log_prob(
       images, k, seed=tf.constant([seed, label]), images_per_pass=256 * 128,
       labels=label)
@@ -92,7 +112,7 @@ def test_probabilities_sum_to_one_for_each_label(trained):
 
 def test_each_label_puts_its_mass_on_its_class(trained):
   model, _, _, _ = trained
-  images = test_model.all_images()
+  images = all_images()
   bright = tf.reduce_all(images >= 2, axis=[1, 2, 3])
   dark = tf.reduce_all(images <= 1, axis=[1, 2, 3])
   for label, support in ((0, dark), (1, bright)):
@@ -211,7 +231,7 @@ def test_ablation_parts(parts, expect):
   classes = model.class_conditioning
   assert (classes.embedding_table is not None) == ('embedding' in expect)
   assert (classes.prior_mean is not None) == ('prior_mean' in expect)
-  unconditional = model_builder.build_model(test_model.tiny_config(
+  unconditional = model_builder.build_model(tiny_config(
       preprocess_alpha=1., dtype='float64'))
   extra = (model_builder.count_parameters(model) -
            model_builder.count_parameters(unconditional))
@@ -243,7 +263,7 @@ def test_labels_argument_errors():
   with pytest.raises(tf.errors.InvalidArgumentError, match=r'in \[0, 2\)'):
     tf.function(lambda y: model.log_prob(images, labels=y, seed=[1, 1]))(
         tf.constant([0, 1, 5, 0]))
-  unconditional = model_builder.build_model(test_model.tiny_config())
+  unconditional = model_builder.build_model(tiny_config())
   with pytest.raises(ValueError, match='not class-conditional'):
     unconditional.log_prob(images, labels=labels)
   with pytest.raises(ValueError, match='not class-conditional'):
