@@ -174,6 +174,11 @@ def test_log_det_with_a_label_context_matches_the_jacobian(network):
                                                        glow_hidden=8))
   images, labels = two_class_data(4)
   model.initialize(images, seed=[0, 0], labels=labels)
+  classes = model.class_conditioning  # A prior that differs per class.
+  rng = np.random.default_rng(5)
+  classes.prior_mean.assign(rng.normal(size=classes.prior_mean.shape))
+  classes.prior_log_scale.assign(
+      0.3 * rng.normal(size=classes.prior_log_scale.shape))
   y = tf.cast(images, tf.float64) + 0.37
   kwargs = model.flow_bijector_kwargs(labels)
   bijector = model.bijector  # data -> latent, analytic direction.
