@@ -165,7 +165,7 @@ def test_sample_and_evaluate_tools(run, tmp_path):
   result = _tool('evaluate', f'--workdir={workdir}', '--num_samples=2',
                  '--max_images=40')
   assert result.returncode == 0, result.stderr[-2000:]
-  assert 'class-conditional, true labels' in result.stdout
+  assert "class-conditional, true labels" in result.stdout
   assert 'Bayes-classifier accuracy' in result.stdout
   record = json.loads(open(os.path.join(workdir, 'metrics.jsonl'))
                       .read().splitlines()[-1])

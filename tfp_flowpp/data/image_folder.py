@@ -91,7 +91,7 @@ def load_image_folder(directory, image_size=None, name=None):
     name: Data set name (default ``'folder:<basename>'``).
 
   Returns:
-    `RawData` with no official test split.
+    `RawData` with no official test split; its ``paths`` are the files.
 
   Raises:
     DataError: missing or empty folder, an undecodable file, or mixed sizes
@@ -144,4 +144,4 @@ def load_image_folder(directory, image_size=None, name=None):
             f'(WxH); resize them to one size or set image_size.')
   _LOG.info('Loaded %d images from %s.', len(arrays), directory)
   return RawData(name=name, images=np.stack(arrays), labels=labels,
-                 num_levels=256, class_names=class_names)
+                 num_levels=256, class_names=class_names, paths=paths)

@@ -10,6 +10,8 @@ deterministically (`splits.split_indices`).
 import logging
 import os
 
+import numpy as np
+
 from tfp_flowpp.data import digits
 from tfp_flowpp.data import idx
 from tfp_flowpp.data import image_folder
@@ -163,6 +165,11 @@ def dataset_from_raw(raw, config):
                                          name)
   images, labels = transforms.filter_classes(
       raw.images, raw.labels, config.classes, name, raw.class_names)
+  paths = None
+  if raw.paths is not None:
+    paths, _ = transforms.filter_classes(
+        np.asarray(raw.paths, np.str_), raw.labels, config.classes, name,
+        raw.class_names)
   test_images, test_labels = raw.test_images, raw.test_labels
   if test_images is not None and config.classes:
     test_images, test_labels = transforms.filter_classes(
@@ -188,7 +195,8 @@ def dataset_from_raw(raw, config):
   def subset(split):
     i = indices[split]
     return pipeline.ArraySplit(images[i],
-                               None if labels is None else labels[i])
+                               None if labels is None else labels[i],
+                               None if paths is None else paths[i])
 
   backends = {'train': subset('train'), 'validation': subset('validation')}
   if test_images is not None:

@@ -79,9 +79,10 @@ class ArraySplit:
 
   streaming = False
 
-  def __init__(self, images, labels=None):
+  def __init__(self, images, labels=None, paths=None):
     self._images = images
     self._labels = labels
+    self._paths = paths
 
   @property
   def num_examples(self):
@@ -92,6 +93,9 @@ class ArraySplit:
 
   def labels(self):
     return self._labels
+
+  def paths(self):
+    return self._paths
 
   def train_stream(self, batch_size, steps_per_epoch, start_step, seed,
                    with_labels=False):
@@ -219,6 +223,16 @@ class ImageDataset:
       raise DataError(f'{self.name!r} streams from TFDS, so labels({split!r}) '
                       f'is unavailable.')
     return backend.labels()
+
+  def paths(self, split):
+    """Source file of each image of ``split`` (aligned with `arrays`).
+
+    Returns:
+      A string array ``[N]`` for sources read from image files
+      (``folder:DIR``), None for every other source.
+    """
+    paths = getattr(self._split(split), 'paths', None)
+    return None if paths is None else paths()
 
   @property
   def num_classes(self):

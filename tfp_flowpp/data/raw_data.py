@@ -27,6 +27,8 @@ class RawData:
     class_names: Names indexed by label, or None.
     test_images: uint8 ``[M, H, W, C]`` official test split, or None.
     test_labels: int64 ``[M]`` or None.
+    paths: Source file of each image of ``images`` (same order), for sources
+      read from files (``folder:DIR``); None otherwise.
   """
 
   name: str
@@ -36,6 +38,7 @@ class RawData:
   class_names: list[str] | None = None
   test_images: np.ndarray | None = None
   test_labels: np.ndarray | None = None
+  paths: list[str] | None = None
 
 
 def as_image_batch(array, what, fix):

@@ -14,10 +14,14 @@ def format_duration(seconds):
 
 
 class ProgressBar:
-  """``step 120/1500 [====>     ] 8% bpd 2.310 1,024 img/s eta 1:20``."""
+  """``step 120/1500 [====>     ] 8% bpd 2.310 1,024 img/s eta 1:20``.
 
-  def __init__(self, total, start=0, stream=None, width=24):
+  ``unit`` names what is counted (``'step'``; ``'images'`` for scoring).
+  """
+
+  def __init__(self, total, start=0, stream=None, width=24, unit='step'):
     self.total = int(total)
+    self.unit = unit
     self.start_step = int(start)
     self.stream = stream or sys.stdout
     self.width = width
@@ -39,7 +43,7 @@ class ProgressBar:
     done = step - self.start_step
     elapsed = time.time() - self.started
     eta = elapsed / done * (self.total - step) if done > 0 else 0.
-    parts = [f'step {step}/{self.total} [{bar}] {fraction:4.0%}']
+    parts = [f'{self.unit} {step}/{self.total} [{bar}] {fraction:4.0%}']
     for name, value in values.items():
       if value is None:
         continue

@@ -1,0 +1,156 @@
+"""`ImageScorer`: every per-image score of a model in one pass over the images.
+
+Columns of `ImageScorer.score` (one value per image, in order):
+
+* ``bpd`` — the single-sample dequantization bound in bits/dim;
+* ``bpd_iw`` — the importance-weighted bound with k = ``num_samples``
+  (only when k > 1);
+* ``typicality`` — |b − Ĥ|, the M = 1 typicality statistic (when a
+  `TypicalityTest` is given);
+* ``<codec>_bits`` and ``complexity_<codec>`` — the codec's code length L(x)
+  and b − L(x)/D (Serrà et al.), for each codec of the config;
+* ``background_bpd`` and ``likelihood_ratio`` — the background model's
+  bound and b − b_bg (Ren et al.), when a background model is given.
+
+``b`` is the bound the config scores with (``bpd`` or ``bpd_iw``). The OOD
+scores — `score_names`: the raw b, typicality, the complexity-corrected
+scores and the likelihood ratio — all read "higher = more out of
+distribution". Batch ``i`` of a pass draws the noise of every bound from the
+seed ``(seed, i)``, so a call gives the same numbers as `PerImageBpd` (and
+``bin/evaluate``) on the same images with the same config.
+"""
+
+import numpy as np
+
+from tfp_flowpp.scoring import complexity
+from tfp_flowpp.scoring import likelihood_ratio
+from tfp_flowpp.scoring import per_image
+from tfp_flowpp.scoring import typicality as typicality_lib
+from tfp_flowpp.scoring.config import ScoringConfig
+
+__all__ = ['ImageScorer']
+
+
+class ImageScorer:
+  """Per-image bounds and OOD scores of one model (and a background)."""
+
+  def __init__(self, model, config=None, background=None):
+    """Creates the scorer.
+
+    Args:
+      model: the trained `DiscreteImageFlow`.
+      config: a `ScoringConfig` (default ``ScoringConfig()``).
+      background: optional background `DiscreteImageFlow` for the
+        likelihood ratio; it must take the model's images.
+    """
+    self.config = config or ScoringConfig()
+    if not isinstance(self.config, ScoringConfig):
+      raise TypeError(f'config must be a ScoringConfig, got '
+                      f'{type(self.config).__name__}.')
+    self.model = model
+    self.background = background
+    if background is not None:
+      likelihood_ratio.check_background(model, background)
+    self._model_bpd = per_image.PerImageBpd(model, self.config.batch_size,
+                                            self.config.seed)
+    self._background_bpd = None if background is None else (
+        per_image.PerImageBpd(background, self.config.batch_size,
+                              self.config.seed))
+
+  @property
+  def _score_samples(self):
+    return 1 if self.config.score_bound == 'single' else (
+        self.config.num_samples)
+
+  def score_names(self, typicality=None):
+    """Names of the OOD score columns `score` returns, in table order."""
+    names = [self.config.score_column]
+    if typicality is not None:
+      names.append('typicality')
+    names += [f'complexity_{codec}' for codec in self.config.codecs]
+    if self.background is not None:
+      names.append('likelihood_ratio')
+    return tuple(names)
+
+  def score_bpd(self, images, callback=None):
+    """The bound the scores use (b), alone: for reference sets."""
+    return self._model_bpd(images, self._score_samples, callback=callback)
+
+  def fit_typicality(self, reference_images, bootstrap_images,
+                     num_bootstrap=10_000, callback=None):
+    """A `TypicalityTest` from the model's b on in-distribution images.
+
+    Args:
+      reference_images: training images; Ĥ is their mean b.
+      bootstrap_images: held-out in-distribution images (the validation
+        split) for the bootstrap null distribution.
+      num_bootstrap: K, bootstrap batches per batch size.
+      callback: optional ``callback(num_images_done)`` (both sets, in turn).
+
+    Returns:
+      ``(test, reference_bpd, bootstrap_bpd)``.
+    """
+    reference = self.score_bpd(reference_images, callback)
+    offset = len(reference)
+    bootstrap = self.score_bpd(
+        bootstrap_images,
+        None if callback is None else (lambda done: callback(offset + done)))
+    test = typicality_lib.TypicalityTest.fit(
+        reference, bootstrap, num_bootstrap=num_bootstrap,
+        seed=self.config.seed)
+    return test, reference, bootstrap
+
+  def score(self, images, typicality=None, callback=None):
+    """Every column for every image (see the module docstring).
+
+    Args:
+      images: integer array ``[N, H, W, C]`` or an iterable of batches.
+      typicality: optional `TypicalityTest` fit with this scorer's bound.
+      callback: optional ``callback(num_images_done)`` after each batch.
+
+    Returns:
+      dict column name → float64 ``np.ndarray`` ``[N]``.
+    """
+    config = self.config
+    parts = {}
+
+    def add(name, values):
+      parts.setdefault(name, []).append(values)
+
+    done = 0
+    for index, batch in enumerate(
+        per_image.rebatch(images, config.batch_size)):
+      batch = per_image.check_images(batch, self.model.image_shape,
+                                     self.model.num_levels)
+      add('bpd', self._model_bpd.batch(batch, index, 1))
+      if config.num_samples > 1:
+        add('bpd_iw', self._model_bpd.batch(batch, index, config.num_samples))
+      for codec in config.codecs:
+        add(f'{codec}_bits', complexity.code_length_bits(batch, codec))
+      if self._background_bpd is not None:
+        add('background_bpd',
+            self._background_bpd.batch(batch, index, self._score_samples))
+      done += len(batch)
+      if callback is not None:
+        callback(done)
+    if not parts:
+      raise ValueError('no images to score.')
+    columns = {k: np.concatenate(v).astype(np.float64)
+               for k, v in parts.items()}
+
+    b = columns[config.score_column]
+    out = {'bpd': columns['bpd']}
+    if 'bpd_iw' in columns:
+      out['bpd_iw'] = columns['bpd_iw']
+    if typicality is not None:
+      out['typicality'] = typicality.per_image_scores(b)
+    for codec in config.codecs:
+      bits = columns[f'{codec}_bits']
+      out[f'{codec}_bits'] = bits
+      out[f'complexity_{codec}'] = complexity.complexity_corrected_bpd(
+          b, bits, self.model.num_dims)
+    if 'background_bpd' in columns:
+      out['background_bpd'] = columns['background_bpd']
+      out['likelihood_ratio'] = likelihood_ratio.likelihood_ratio_score(
+          b, columns['background_bpd'])
+    return out
