@@ -87,7 +87,8 @@ def test_quality_quick_all_models(tmp_path):
 def test_conditional_quick(tmp_path):
   figures = tmp_path / 'figures'
   stdout, doc = _run('conditional.py', tmp_path, '--variants=none,both',
-                     '--regimes=steps,cpu', f'--figures_dir={figures}')
+                     '--regimes=steps,cpu', f'--figures_dir={figures}',
+                     timeout=1800)
   assert '<!-- BEGIN conditional_digits -->' in doc
   assert '| unconditional | equal steps |' in doc
   assert '| embedding + class prior (default) | equal CPU |' in doc
