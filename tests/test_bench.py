@@ -83,7 +83,7 @@ def test_quality_quick_all_models(tmp_path):
   assert 'Flow++ beats Flow++, no attention' in doc
 
 
-@pytest.mark.slow  # Two training processes (~1 min on a quiet 2-core CPU).
+@pytest.mark.slow  # Four training processes (~2 min on a quiet 2-core CPU).
 def test_conditional_quick(tmp_path):
   figures = tmp_path / 'figures'
   stdout, doc = _run('conditional.py', tmp_path, '--variants=none,both',
