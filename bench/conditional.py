@@ -201,13 +201,20 @@ def report(results, command, args, figures_dir, doc_path):
   md = [f'## Class-conditional Flow++: {dataset}', '']
   md += _common.environment_lines(results['env'], command,
                                   results.get('load_after'))
-  md.append(
-      f"* Config `configs/{CONFIGS[dataset]}.flags`; equal steps = "
-      f'{args.steps} steps each; equal CPU = each variant trained for the '
-      f"{results['cpu_budget'] or 0:.0f} training CPU seconds (process user + "
-      'system, evaluations excluded) the unconditional model used for those '
-      'steps. Each run in its own process, one after the other. Whole bench: '
-      f"{results['seconds'] / 60:.0f} min wall.")
+  regimes = {name.split('/')[0] for name in runs}
+  text = (f"* Config `configs/{CONFIGS[dataset]}.flags`; equal steps = "
+          f'{args.steps} steps each (the table gives each run\'s training CPU '
+          'seconds: process user + system, evaluations excluded)')
+  if 'cpu' in regimes:
+    text += (f"; equal CPU = each variant trained for the "
+             f"{results['cpu_budget'] or 0:.0f} training CPU seconds the "
+             'unconditional model used for those steps')
+  else:
+    text += '; the equal-CPU regime (`--regimes=cpu`) was not run'
+  text += '. Each run in its own process.'
+  if results.get('seconds'):
+    text += f" Whole bench: {results['seconds'] / 60:.0f} min wall."
+  md.append(text)
   md.append(
       f'* Test bpd: importance-weighted bound, k = {args.iw_samples}, EMA '
       f"weights, on {some['iw_images']:,} test images; for the conditional "
