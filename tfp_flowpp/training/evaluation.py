@@ -37,11 +37,13 @@ class BpdEvaluator:
       ctx = tf.distribute.get_replica_context()
       seed = tf.random.experimental.stateless_fold_in(
           seed, ctx.replica_id_in_sync_group)
+      # Only conditional models (labelled batches) get ``labels``.
+      kwargs = {} if labels is None else {'labels': labels}
       if num_samples == 1:
-        bound = model.log_prob(images, seed=seed, labels=labels)
+        bound = model.log_prob(images, seed=seed, **kwargs)
       else:
         bound = model.importance_weighted_log_prob(
-            images, num_samples, seed=seed, labels=labels)
+            images, num_samples, seed=seed, **kwargs)
       bpd = model.nats_to_bits_per_dim(bound)
       total = tf.reduce_sum(tf.where(mask, bpd, tf.zeros_like(bpd)))
       return total, tf.reduce_sum(tf.cast(mask, bpd.dtype))
