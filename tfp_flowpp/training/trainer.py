@@ -256,9 +256,11 @@ class Trainer:
       class_counts = self.dataset.class_counts()
     started = time.time()
     # Cross-replica context: every replica gets the same initial values.
+    kwargs = ({} if labels is None else
+              {'labels': labels, 'class_counts': class_counts})
     bound = self.model.initialize(
         batch, seed=tf.constant([self.train_config.seed, -1], tf.int32),
-        labels=labels, class_counts=class_counts)
+        **kwargs)
     init_bpd = float(tf.reduce_mean(self.model.nats_to_bits_per_dim(bound)))
     if not math.isfinite(init_bpd):
       raise TrainingError('Data-dependent initialisation produced a non-finite '
@@ -309,7 +311,8 @@ class Trainer:
           ctx.replica_id_in_sync_group)
       with tf.GradientTape() as tape:
         bound = model.log_prob(
-            images, seed=seed, training=True, labels=labels)
+            images, seed=seed, training=True,
+            **({} if labels is None else {'labels': labels}))
         bpd = model.nats_to_bits_per_dim(bound)
         loss = tf.reduce_sum(bpd) / global_batch
       grads = tape.gradient(loss, self.variables)
