@@ -62,3 +62,32 @@ def load(workdir):
 def dataset(configs):
   from tfp_flowpp import data as data_lib  # pylint: disable=g-import-not-at-top
   return data_lib.load_dataset(data_lib.DataConfig(**configs['data']))
+
+
+def class_indices(configs, values):
+  """Model class indices of data set labels or class names (strings).
+
+  A class-conditional model's classes are 0..K-1; config.json records the
+  data set label (``class_labels``) and name (``class_names``) of each. A
+  value is matched as a data set label first, then as a name.
+  """
+  model = configs['model']
+  if model.get('conditioning', 'none') != 'class':
+    raise ValueError('this model is not class-conditional; drop --label/'
+                     '--labels.')
+  labels = [int(v) for v in model.get('class_labels') or
+            range(model['num_classes'])]
+  names = [str(n) for n in model.get('class_names') or ()]
+  out = []
+  for value in values:
+    value = value.strip()
+    if value.lstrip('-').isdigit() and int(value) in labels:
+      out.append(labels.index(int(value)))
+    elif value in names:
+      out.append(names.index(value))
+    else:
+      known = ', '.join(f'{l} ({n})' for l, n in zip(labels, names)) if (
+          names) else ', '.join(map(str, labels))
+      raise ValueError(f'unknown class {value!r}; this model\'s classes '
+                       f'(data set label (name)) are: {known}.')
+  return out

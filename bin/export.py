@@ -47,7 +47,9 @@ def main():
   started = time.time()
   path = export.export_saved_model(
       model, export_dir, version=version,
-      metadata={'config': configs, 'step': step, 'workdir': workdir})
+      metadata={'config': configs, 'step': step, 'workdir': workdir,
+                'class_labels': configs['model'].get('class_labels') or None,
+                'class_names': configs['model'].get('class_names') or None})
   print(f'Exported step {step} of {workdir} to {path} '
         f'({time.time() - started:.1f}s; networks in '
         f'{export.read_metadata(path)["precision"]}).')

@@ -27,7 +27,8 @@ from tfp_flowpp import data as data_lib
 from tfp_flowpp.training import config as train_config_lib
 
 # Fields the data decides (the model is built for the dataset's images).
-_DERIVED_MODEL_FIELDS = ('image_shape', 'num_levels')
+_DERIVED_MODEL_FIELDS = ('image_shape', 'num_levels', 'num_classes',
+                         'class_labels', 'class_names')
 _CHOICES = dict(model_config_lib.CHOICES)
 _CHOICES.update({
     'lr_decay': train_config_lib.LR_DECAYS,

@@ -1,5 +1,11 @@
 #!/usr/bin/env python3
-"""Samples a PNG grid: bin/sample --workdir=DIR --num=64 --temperature=0.7 --out=FILE.png."""
+"""Samples a PNG grid: bin/sample --workdir=DIR --num=64 --temperature=0.7 --out=FILE.png.
+
+A class-conditional model samples the class --label=3 (a data set label or a
+class name), the classes --labels=0,1,2 (one row per class), or, with
+neither, one row per class of the model; --num is then the number of
+samples per row (rows of --num // number of classes when no label is given).
+"""
 
 from absl import flags
 
@@ -17,6 +23,12 @@ flags.DEFINE_string('out', None, 'Output PNG path.', required=True)
 flags.DEFINE_integer('seed', 0, 'Sampling seed (same seed, same images).')
 flags.DEFINE_integer('columns', 0, 'Grid columns (0 = square).', lower_bound=0)
 flags.DEFINE_string('npy', None, 'Also save the integer samples as .npy.')
+flags.DEFINE_string(
+    'label', None, 'Class-conditional models: sample this class (a data set '
+    'label as in --classes, or a class name).')
+flags.DEFINE_list(
+    'labels', None, 'Class-conditional models: one grid row per listed class '
+    '(data set labels or class names).')
 FLAGS = flags.FLAGS
 
 
@@ -28,20 +40,38 @@ def main():
     raise ValueError(f'--temperature must be > 0, got {FLAGS.temperature}.')
   if not FLAGS.out.lower().endswith('.png'):
     raise ValueError(f'--out must be a .png file, got {FLAGS.out}.')
-  model, _, step = _tool.load(FLAGS.workdir)
+  if FLAGS.label is not None and FLAGS.labels:
+    raise ValueError('give --label or --labels, not both.')
+  model, configs, step = _tool.load(FLAGS.workdir)
+  labels, columns, what = None, FLAGS.columns or None, ''
+  if FLAGS.label is not None:
+    labels = np.full([FLAGS.num], _tool.class_indices(configs,
+                                                      [FLAGS.label])[0])
+    what = f' of class {FLAGS.label}'
+  elif FLAGS.labels or model.num_classes is not None:
+    if FLAGS.labels:
+      rows = _tool.class_indices(configs, FLAGS.labels)
+      columns = FLAGS.num
+    else:
+      rows = list(range(model.num_classes))
+      columns = max(1, FLAGS.num // len(rows))
+    labels = np.repeat(rows, columns)
+    what = f', one row per class ({len(rows)} classes)'
+  num = FLAGS.num if labels is None else len(labels)
   sample = tf.function(lambda: model.sample(
-      FLAGS.num,
+      num,
       seed=tf.constant([FLAGS.seed, 0]),
-      temperature=FLAGS.temperature))
+      temperature=FLAGS.temperature,
+      labels=None if labels is None else tf.constant(labels, tf.int32)))
   try:
     images = sample().numpy()
   except tf.errors.InvalidArgumentError as e:  # Non-finite decoded values.
     raise ValueError(e.message.strip().splitlines()[0]) from e
-  figures.save_image_grid(
-      images, FLAGS.out, model.num_levels, columns=FLAGS.columns or None)
+  figures.save_image_grid(images, FLAGS.out, model.num_levels,
+                          columns=columns)
   if FLAGS.npy:
     np.save(FLAGS.npy, images)
-  print(f'Wrote {FLAGS.num} samples (T={FLAGS.temperature}, step {step}) to '
+  print(f'Wrote {num} samples{what} (T={FLAGS.temperature}, step {step}) to '
         f'{FLAGS.out}')
 
 

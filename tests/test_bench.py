@@ -101,3 +101,18 @@ def test_quality_quick_all_models(tmp_path):
                 'Flow++, uniform dequantization', 'Glow (ours)'):
     assert f'| {label} |' in doc, label
   assert 'Flow++ beats Flow++, no attention' in doc
+
+
+@pytest.mark.slow  # Four training processes (~2 min on a quiet 2-core CPU).
+def test_conditional_quick(tmp_path):
+  figures = tmp_path / 'figures'
+  stdout, doc = _run('conditional.py', tmp_path, '--variants=none,both',
+                     '--regimes=steps,cpu', f'--figures_dir={figures}',
+                     timeout=1800)
+  assert '<!-- BEGIN conditional_digits -->' in doc
+  assert '| unconditional | equal steps |' in doc
+  assert '| embedding + class prior (default) | equal CPU |' in doc
+  assert re.search(r'\| embedding \+ class prior \(default\) \| equal steps '
+                   r'\|.*\| [+-]\d\.\d{4} \| 0\.\d{3} \|', doc), doc
+  assert (figures / 'conditional_samples_digits_both.png').stat().st_size
+  assert 'Bayes-classifier test accuracy' in stdout

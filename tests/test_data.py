@@ -891,3 +891,162 @@ def test_histogram_baseline_on_digits_beats_uniform(digits):
   bpd = data.per_pixel_histogram_bpd(digits.arrays('train'),
                                      digits.arrays('test'), 17)
   assert 2.2 < bpd < math.log2(17) - 1.5
+
+
+# --------------------------------------------------------------------------
+# Labelled batches (class-conditional models) and pixel perturbation.
+
+
+def _labelled_ids_npz(tmp_path, n=100, num_labels=4):
+  """Constant 4x4 images whose pixels equal their index; label = id % 4."""
+  images = np.repeat(np.arange(n, dtype=np.uint8), 16).reshape(n, 4, 4)
+  return _write_npz(tmp_path / 'lids.npz', images=images,
+                    labels=np.arange(n) % num_labels)
+
+
+def _eval_labels(ds, split):
+  got = _take(ds.eval_batches(split, 7, with_labels=True), 1000)
+  return (np.concatenate([x for x, _ in got]),
+          np.concatenate([y for _, y in got]))
+
+
+@pytest.mark.parametrize('flip', [False, True])
+def test_labelled_batches_follow_the_images_and_resume(tmp_path, flip):
+  ds = data.load_dataset(data.DataConfig(
+      dataset=_labelled_ids_npz(tmp_path), validation_size=0, test_size=20,
+      horizontal_flip=flip))
+  assert ds.class_labels == (0, 1, 2, 3) and ds.num_classes == 4
+  spe = ds.steps_per_epoch(8)
+  fresh = _take(ds.train_batches(8, with_labels=True), 2 * spe + 3)
+  plain = _take(ds.train_batches(8), 2 * spe + 3)
+  for (x, y), p in zip(fresh, plain):
+    np.testing.assert_array_equal(x, p)
+    assert y.dtype == np.int32
+    np.testing.assert_array_equal(y, _ids(x) % 4)
+  for k in (1, spe, spe + 2):
+    resumed = _take(ds.train_batches(8, start_step=k, with_labels=True),
+                    len(fresh) - k)
+    for (x, y), (fx, fy) in zip(resumed, fresh[k:]):
+      np.testing.assert_array_equal(x, fx)
+      np.testing.assert_array_equal(y, fy)
+  np.testing.assert_array_equal(ds.class_counts(),
+                                np.bincount(ds.labels('train'), minlength=4))
+
+
+def test_classes_map_to_contiguous_class_indices(tmp_path):
+  ds = data.load_dataset(data.DataConfig(
+      dataset=_labelled_ids_npz(tmp_path), validation_size=0, test_size=10,
+      classes=(3, 1)))
+  # Sorted: label 1 -> class 0, label 3 -> class 1.
+  assert ds.class_labels == (1, 3) and ds.num_classes == 2
+  for x, y in _take(ds.train_batches(5, with_labels=True), 8):
+    np.testing.assert_array_equal(y, (_ids(x) % 4 == 3).astype(int))
+  x, y = _eval_labels(ds, 'test')
+  np.testing.assert_array_equal(y, (_ids(x) % 4 == 3).astype(int))
+  np.testing.assert_array_equal(ds.class_indices(np.array([3, 1, 1])),
+                                [1, 0, 0])
+  digits = data.load_dataset(data.DataConfig(classes=(7, 2)))
+  assert digits.class_labels == (2, 7)
+  assert digits.model_class_names == ('2', '7')
+
+
+def test_every_in_memory_source_yields_labels(tmp_path):
+  _write_idx_dir(tmp_path / 'idx')
+  for cls in ('cat', 'ant'):
+    for i in range(4):
+      _save(tmp_path / 'folder' / cls / f'{i}.png',
+            np.full((5, 5), 10 * i + (cls == 'cat'), np.uint8))
+  sources = {
+      f'idx:{tmp_path}/idx': (3, None),
+      f'folder:{tmp_path}/folder': (2, ('ant', 'cat')),
+      _labelled_ids_npz(tmp_path): (4, None),
+      'digits': (10, tuple(str(d) for d in range(10))),
+  }
+  for source, (k, names) in sources.items():
+    ds = data.load_dataset(data.DataConfig(dataset=source, validation_size=0,
+                                           test_size=0.25))
+    assert ds.num_classes == k, source
+    if names:
+      assert ds.model_class_names == names, source
+    x, y = _eval_labels(ds, 'test')
+    np.testing.assert_array_equal(x, ds.arrays('test'))
+    np.testing.assert_array_equal(y, ds.labels('test'), err_msg=source)
+  ds = data.load_dataset(data.DataConfig(dataset=f'folder:{tmp_path}/folder',
+                                         validation_size=0, test_size=0))
+  x, y = next(iter(ds.train_batches(8, with_labels=True)))
+  np.testing.assert_array_equal(y, x.numpy()[:, 0, 0, 0] % 2)  # cat = odd.
+
+
+def test_labelled_batches_of_unlabelled_data_are_a_one_line_error(id_npz):
+  ds = data.load_dataset(data.DataConfig(dataset=id_npz))
+  assert ds.num_classes is None
+  _raises(lambda: ds.train_batches(8, with_labels=True), 'has no labels',
+          '--conditioning=none')
+  _raises(lambda: ds.eval_batches('test', 8, with_labels=True),
+          'has no labels')
+  _raises(ds.class_counts, 'has no labels')
+
+
+def test_tfds_labels_in_memory_and_streaming_agree(tiny_tfds, monkeypatch):
+  name, data_dir = tiny_tfds
+  cfg = data.DataConfig(dataset=name, data_dir=data_dir, validation_size=5,
+                        classes=(2, 0))
+  memory = data.load_dataset(cfg)
+  assert memory.class_labels == (0, 2)
+  assert memory.model_class_names == ('a', 'c')
+  monkeypatch.setattr(tfds_source, 'IN_MEMORY_LIMIT_BYTES', 0)
+  stream = data.load_dataset(cfg)
+  assert stream.streaming and stream.class_labels == (0, 2)
+  np.testing.assert_array_equal(stream.class_counts(), memory.class_counts())
+  for split in data.SPLITS:
+    mx, my = _eval_labels(memory, split)
+    sx, sy = _eval_labels(stream, split)
+    np.testing.assert_array_equal(sx, mx)
+    np.testing.assert_array_equal(sy, my)
+  x, y = next(iter(stream.train_batches(4, start_step=3, with_labels=True)))
+  plain = next(iter(stream.train_batches(4, start_step=3)))
+  np.testing.assert_array_equal(x, plain)
+  train_x, train_y = memory.arrays('train'), memory.class_indices(
+      memory.labels('train'))
+  for image, label in zip(x.numpy(), y.numpy()):
+    match = np.flatnonzero((train_x == image).all(axis=(1, 2, 3)))
+    assert len(match) == 1 and train_y[match[0]] == label
+
+
+def test_perturbation_rate_replaces_pixels_reproducibly(tmp_path):
+  source = _write_npz(tmp_path / 'zeros.npz',
+                      images=np.zeros((64, 8, 8), np.uint8), labels=np.arange(
+                          64) % 2)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  # Rate 0 is the identity (also of the transform).
+  x = tf.constant(np.arange(64, dtype=np.uint8).reshape(1, 8, 8, 1))
+  assert transforms.perturb_pixels(x, 0., 256, [1, 2]) is x
+  base = data.load_dataset(data.DataConfig(dataset=source, test_size=0,
+                                           validation_size=0))
+  perturbed = data.load_dataset(data.DataConfig(
+      dataset=source, test_size=0, validation_size=0, perturbation_rate=0.3))
+  assert not _take(base.train_batches(32), 1)[0].any()
+  batches = _take(perturbed.train_batches(32), 20)
+  pixels = np.concatenate(batches).astype(int)
+  assert pixels.min() >= 0 and pixels.max() < 256
+  # A replaced pixel gets a uniform level: 0 with probability 1/256.
+  rate = (pixels != 0).mean() / (1 - 1 / 256)
+  assert abs(rate - 0.3) < 0.01, rate
+  assert len(np.unique(pixels[pixels != 0])) > 200  # Uniform over levels.
+  again = _take(perturbed.train_batches(32, start_step=7), 3)
+  np.testing.assert_array_equal(np.stack(again), np.stack(batches[7:10]))
+  assert not np.array_equal(batches[0], batches[1])  # Keyed by the step.
+  # Labels are untouched, evaluation is unperturbed.
+  _, y = _take(perturbed.train_batches(32, with_labels=True), 1)[0]
+  assert set(y) <= {0, 1}
+  assert not np.concatenate(_take(perturbed.eval_batches('train', 32),
+                                  10)).any()
+  # Low-level data: values stay below L.
+  digits = data.load_dataset(data.DataConfig(perturbation_rate=1.))
+  got = np.concatenate(_take(digits.train_batches(64), 5))
+  assert got.max() == 16 and got.min() == 0
+  _raises(lambda: data.DataConfig(perturbation_rate=1.5), 'perturbation_rate')
+  # Older config.json files (without the field) still load.
+  fields = dataclasses.asdict(data.DataConfig())
+  del fields['perturbation_rate']
+  assert data.DataConfig(**fields).perturbation_rate == 0.

@@ -51,6 +51,7 @@ CHOICES = types.MappingProxyType({
     'dequantizer_squash': dequantization.SQUASHES,
     'dtype': ('float32', 'float64'),
     'precision': precision.POLICIES,
+    'conditioning': ('none', 'class'),
 })
 
 
@@ -143,6 +144,31 @@ class ModelConfig:
       '(a run may resume under another precision).',
       stored_default='float32')
   seed: int = _field(0, 'Seed for parameter initialisation.')
+  conditioning: str = _field(
+      'none', 'none: p(x); class: a class-conditional model p(x | y) of '
+      'labelled data (the parts are selected by class_context, '
+      'class_dequantizer and class_prior).', stored_default='none')
+  num_classes: int = _field(
+      0, 'Number of classes K of a class-conditional model; set from the '
+      'dataset by bin/train.', stored_default=0)
+  class_labels: tuple = _field(
+      (), 'The data set label of each model class 0..K-1 (set from the '
+      'dataset).', stored_default=())
+  class_names: tuple = _field(
+      (), 'Names of the model classes 0..K-1, if the data set has them (set '
+      'from the dataset).', stored_default=())
+  class_embedding: int = _field(
+      16, 'Width E of the learned label embedding fed as context to the '
+      'coupling networks (class conditioning).')
+  class_context: bool = _field(
+      True, 'Class conditioning: the label embedding reaches every coupling '
+      'network of the flow (broadcast over H x W).')
+  class_dequantizer: bool = _field(
+      True, 'Class conditioning: the variational dequantizer q(u | x, y) '
+      'sees the label embedding too.')
+  class_prior: bool = _field(
+      True, "Class conditioning: Glow's class-conditional prior, a learned "
+      'mean and log-scale per class for every latent dimension.')
 
   def __post_init__(self):
     object.__setattr__(self, 'image_shape',
@@ -162,6 +188,24 @@ class ModelConfig:
     if not 0. < self.preprocess_alpha <= 1.:
       raise ValueError('preprocess_alpha must be in (0, 1], got '
                        f'{self.preprocess_alpha}.')
+    object.__setattr__(self, 'class_labels',
+                       tuple(int(v) for v in self.class_labels))
+    object.__setattr__(self, 'class_names',
+                       tuple(str(v) for v in self.class_names))
+    if self.num_classes < 0 or self.class_embedding < 0:
+      raise ValueError(f'num_classes and class_embedding must be >= 0, got '
+                       f'{self.num_classes} and {self.class_embedding}.')
+    for name in ('class_labels', 'class_names'):
+      if getattr(self, name) and len(getattr(self, name)) != self.num_classes:
+        raise ValueError(f'{name} must name all {self.num_classes} classes, '
+                         f'got {getattr(self, name)}.')
+    if self.conditioning == 'class' and not (
+        (self.class_embedding and
+         (self.class_context or self.class_dequantizer)) or self.class_prior):
+      raise ValueError(
+          'conditioning=class needs at least one conditional part: '
+          'class_prior, or class_embedding > 0 with class_context or '
+          'class_dequantizer.')
     parse_flow(self.flow)
     if self.dequantizer == 'variational':
       tokens = parse_flow(self.dequantizer_flow)

@@ -20,6 +20,7 @@ from tfp_flowpp import config as config_lib
 from tfp_flowpp import flow_spec
 from tfp_flowpp import networks
 from tfp_flowpp import precision
+from tfp_flowpp.distributions import class_conditioning
 from tfp_flowpp.distributions import dequantization
 from tfp_flowpp.distributions import discrete_image_flow
 from tfp_flowpp.networks import coupling_networks
@@ -151,7 +152,8 @@ class _Builder:
     c = self.config
     steps = self.segment(
         flow_spec.parse_flow(c.flow), c.image_shape,
-        coupling_networks.NetworkSize(c.filters, c.blocks, c.mixer), None,
+        coupling_networks.NetworkSize(c.filters, c.blocks, c.mixer),
+        class_conditioning.label_context_channels(c, 'flow') or None,
         'flow_')
     if c.final_scale:
       steps.append(
@@ -169,6 +171,26 @@ class _Builder:
     c = self.config
     return dequantization.DEQUANTIZERS[c.dequantizer].from_config(c, self)
 
+  def class_conditioning(self):
+    """The label parts of a class-conditional model (None otherwise)."""
+    c = self.config
+    if c.conditioning != 'class':
+      return None
+    if c.num_classes < 1:
+      raise ValueError('conditioning=class needs num_classes >= 1 (bin/train '
+                       'sets it from the labels of the data).')
+    needs_embedding = (
+        class_conditioning.label_context_channels(c, 'flow') or
+        (c.dequantizer == 'variational' and
+         class_conditioning.label_context_channels(c, 'dequantizer')))
+    return class_conditioning.ClassConditioning(
+        c.num_classes,
+        c.image_shape,
+        embedding_channels=c.class_embedding if needs_embedding else 0,
+        prior=c.class_prior,
+        dtype=self.dtype,
+        rng=self.rng)
+
 
 def build_model(config, validate_args=False):
   """Returns the `DiscreteImageFlow` described by ``config``.
@@ -183,10 +205,15 @@ def build_model(config, validate_args=False):
     flow = builder.flow_bijector()
   with tf.name_scope('dequantizer'):
     dequantizer = builder.dequantizer()
+  # Last, so unconditional models draw the same initial values as before.
+  classes = builder.class_conditioning()
   return discrete_image_flow.DiscreteImageFlow(
       flow,
       dequantizer,
       config.image_shape,
       config.num_levels,
+      class_conditioning=classes,
+      class_context=config.class_context,
+      class_dequantizer=config.class_dequantizer,
       dtype=builder.dtype,
       validate_args=validate_args)

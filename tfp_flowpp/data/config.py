@@ -56,6 +56,10 @@ class DataConfig:
       'split: a fraction in (0, 1) or a count.')
   horizontal_flip: bool = _help(
       False, 'Randomly flip training images left-right (probability 0.5).')
+  perturbation_rate: float = _help(
+      0.0, 'Replace each pixel of each training image with a uniform random '
+      'level with this probability (Ren et al. 2019 background models); 0 '
+      'disables.')
   seed: int = _help(0, 'Seed for the split and the per-epoch shuffles.')
 
   def __post_init__(self):
@@ -83,6 +87,13 @@ class DataConfig:
     if not isinstance(self.horizontal_flip, bool):
       raise DataError(f'horizontal_flip must be True or False, got '
                       f'{self.horizontal_flip!r}.')
+    if (isinstance(self.perturbation_rate, bool) or
+        not isinstance(self.perturbation_rate, numbers.Real) or
+        not 0. <= self.perturbation_rate <= 1.):
+      raise DataError(f'perturbation_rate must be a probability in [0, 1], '
+                      f'got {self.perturbation_rate!r}.')
+    object.__setattr__(self, 'perturbation_rate',
+                       float(self.perturbation_rate))
     if not _is_int(self.seed) or self.seed < 0:
       raise DataError(f'seed must be a non-negative integer, got '
                       f'{self.seed!r}.')

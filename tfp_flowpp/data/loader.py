@@ -206,6 +206,9 @@ def dataset_from_raw(raw, config):
   dataset = pipeline.ImageDataset(
       name=name, image_shape=images.shape[1:], num_levels=num_levels,
       splits=backends, class_names=raw.class_names, seed=config.seed,
-      horizontal_flip=config.horizontal_flip, config=config)
+      horizontal_flip=config.horizontal_flip, config=config,
+      class_labels=transforms.model_class_labels(config.classes, labels,
+                                                 raw.class_names),
+      perturbation_rate=config.perturbation_rate)
   _LOG.info('Loaded %r.', dataset)
   return dataset

@@ -61,7 +61,11 @@ def streaming_dataset(source):
       name=source.name, image_shape=source.image_shape,
       num_levels=source.num_levels, splits=backends,
       class_names=source.class_names, seed=config.seed,
-      horizontal_flip=config.horizontal_flip, config=config)
+      horizontal_flip=config.horizontal_flip, config=config,
+      class_labels=(None if source.class_names is None else
+                    transforms.model_class_labels(config.classes, (),
+                                                  source.class_names)),
+      perturbation_rate=config.perturbation_rate)
 
 
 class StreamSplit:
@@ -100,23 +104,30 @@ class StreamSplit:
           lambda i, ex: ex)
     return ds
 
-  def _finish(self, ds):
+  def _finish(self, ds, with_labels=False):
     """Decodes, crops and reduces bits of ``(encoded, label)`` elements."""
     source = self._source
     num_bits = source.config.num_bits
     shape = source.image_shape
-    return ds.map(
-        lambda enc, lab: transforms.reduce_bits(
-            tf.ensure_shape(source.decode(enc, lab)[0], shape), num_bits),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def finish(enc, lab):
+      image = transforms.reduce_bits(
+          tf.ensure_shape(source.decode(enc, lab)[0], shape), num_bits)
+      return (image, lab) if with_labels else image
+
+    return ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE,
+                  deterministic=True)
 
   def images(self):
     raise AssertionError('streaming splits have no arrays')
 
   def labels(self):
-    raise AssertionError('streaming splits have no arrays')
+    """The split's labels (reads the records, decodes no image)."""
+    labels = self._source.read_labels(self._source_split)
+    return labels if self._mask is None else labels[self._mask]
 
-  def train_stream(self, batch_size, steps_per_epoch, start_step, seed):
+  def train_stream(self, batch_size, steps_per_epoch, start_step, seed,
+                   with_labels=False):
     """Infinite ``(global_step, batch)``; epoch e shuffled by (seed, e).
 
     Resuming at ``start_step`` skips the epoch's first batches as encoded
@@ -132,12 +143,15 @@ class StreamSplit:
                                                             tf.int64), 0)
       ds = stateless_shuffle.window_shuffle(base, window, seed, e)
       ds = ds.skip(skip_batches * batch_size)
-      ds = finish(ds).batch(batch_size, drop_remainder=True)
+      ds = finish(ds, with_labels).batch(batch_size, drop_remainder=True)
       return ds.take(steps_per_epoch - skip_batches)
 
     batches = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch)
     steps = tf.data.Dataset.range(start_step, 2**62)
+    if with_labels:
+      return tf.data.Dataset.zip((steps, batches)).map(
+          lambda step, batch: (step,) + batch)
     return tf.data.Dataset.zip((steps, batches))
 
-  def eval_stream(self, batch_size):
-    return self._finish(self._encoded()).batch(batch_size)
+  def eval_stream(self, batch_size, with_labels=False):
+    return self._finish(self._encoded(), with_labels).batch(batch_size)

@@ -16,6 +16,8 @@ __all__ = [
     'check_classes_present',
     'check_num_bits',
     'filter_classes',
+    'model_class_labels',
+    'perturb_pixels',
     'reduce_bits',
 ]
 
@@ -129,3 +131,59 @@ def check_classes_present(classes, present, name, class_names=None,
         else str(c) for c in present)
   raise DataError(f'classes {missing} do not occur in {name!r}; its labels '
                   f'are {known}.')
+
+
+def model_class_labels(classes, labels, class_names):
+  """The data set label of each class index 0..K-1 of a conditional model.
+
+  With ``classes`` (e.g. ``--classes=5,3``) the model classes are the kept
+  labels in increasing order (3 -> 0, 5 -> 1); otherwise every label is its
+  own index (0..K-1, K = number of class names, else the largest label + 1).
+
+  Args:
+    classes: The `DataConfig` ``classes`` (empty: all).
+    labels: int ``[N]`` training labels, or None for unlabelled data.
+    class_names: Names indexed by label, or None.
+
+  Returns:
+    Tuple of ints, or None when the data has no labels.
+  """
+  if labels is None:
+    return None
+  if classes:
+    return tuple(sorted(int(c) for c in classes))
+  if class_names:
+    return tuple(range(len(class_names)))
+  labels = np.asarray(labels)
+  return tuple(range(int(labels.max()) + 1 if labels.size else 0))
+
+
+def perturb_pixels(images, rate, num_levels, seed):
+  """Replaces each pixel with a uniform random level with probability ``rate``.
+
+  The input perturbation of Ren et al.'s background models for
+  likelihood-ratio out-of-distribution scores (NeurIPS 2019,
+  https://arxiv.org/abs/1906.02845): independently for every pixel value,
+  with probability ``rate`` it is replaced by a level drawn uniformly from
+  ``[0, num_levels)``. Stateless: the same ``seed`` gives the same result.
+
+  Args:
+    images: integer Tensor (or array) ``[..., H, W, C]``.
+    rate: Python float in [0, 1]; 0 returns ``images`` unchanged.
+    num_levels: Pixel levels L.
+    seed: stateless seed, int Tensor ``[2]``.
+
+  Returns:
+    Tensor of the dtype of ``images``.
+  """
+  images = tf.convert_to_tensor(images)
+  if not 0. <= rate <= 1.:
+    raise DataError(f'perturbation rate must be in [0, 1], got {rate}.')
+  if rate == 0.:
+    return images
+  seeds = tf.random.experimental.stateless_split(seed, 2)
+  replace = tf.random.stateless_uniform(tf.shape(images), seed=seeds[0]) < rate
+  noise = tf.random.stateless_uniform(
+      tf.shape(images), seed=seeds[1], minval=0, maxval=int(num_levels),
+      dtype=tf.int32)
+  return tf.where(replace, tf.cast(noise, images.dtype), images)

@@ -13,6 +13,7 @@ from tfp_flowpp import flow_spec
 from tfp_flowpp.bijectors import conditioning
 from tfp_flowpp.bijectors import splits
 from tfp_flowpp import precision
+from tfp_flowpp.distributions import class_conditioning
 from tfp_flowpp.networks import coupling_networks
 from tfp_flowpp.networks import gated_resnet
 
@@ -105,9 +106,14 @@ class UniformDequantizer(tf.Module):
     del builder
     return cls(config.image_shape, dtype=config.dtype)
 
-  def sample_and_log_prob(self, x, seed=None, training=False):
-    """Returns ``(u, log q(u|x))`` for a batch of images ``x``."""
-    del training
+  def sample_and_log_prob(self, x, seed=None, training=False,
+                          label_context=None):
+    """Returns ``(u, log q(u|x))`` for a batch of images ``x``.
+
+    ``training`` and ``label_context`` are accepted for a uniform signature
+    and ignored (q does not depend on x or the label).
+    """
+    del training, label_context
     seed = tfp.random.sanitize_seed(seed)
     u = tf.random.stateless_uniform(tf.shape(x), seed=seed, dtype=self.dtype)
     return u, tf.zeros(_batch_shape(x), self.dtype)
@@ -283,8 +289,10 @@ class VariationalDequantizer(tf.Module):
     network_size = coupling_networks.NetworkSize(config.dequantizer_filters,
                                                  config.dequantizer_blocks,
                                                  config.dequantizer_mixer)
+    context_channels = config.context_channels + (
+        class_conditioning.label_context_channels(config, 'dequantizer'))
     steps = builder.segment(tokens, config.image_shape, network_size,
-                            config.context_channels, 'dequantizer_')
+                            context_channels, 'dequantizer_')
     return cls(
         tfb.Chain(steps[::-1], name='dequantizer_flow'),
         context_network,
@@ -294,25 +302,50 @@ class VariationalDequantizer(tf.Module):
         squash=config.dequantizer_squash,
         dtype=dtype)
 
-  def context(self, x, training=False):
-    """Features of the discrete image the dequantizer's couplings see."""
-    scaled = tf.cast(x, self.dtype) / self.num_levels - 0.5
-    return self.context_network(
-        self.context_layout.forward(scaled), training=training)
+  def context(self, x, training=False, label_context=None):
+    """Features of the discrete image the dequantizer's couplings see.
 
-  def bijector_kwargs(self, x, training=False):
+    Args:
+      x: integer images ``[N, H, W, C]``.
+      training: enables dropout.
+      label_context: ``[N, 1, 1, E]`` label embeddings of a class-conditional
+        model (q(u | x, y)), broadcast over the positions and concatenated
+        to the image features; None for q(u | x).
+
+    Returns:
+      ``[N, H, W', F_c (+ E)]`` features.
+    """
+    scaled = tf.cast(x, self.dtype) / self.num_levels - 0.5
+    features = self.context_network(
+        self.context_layout.forward(scaled), training=training)
+    if label_context is None:
+      return features
+    label_context = tf.broadcast_to(
+        label_context,
+        tf.concat([tf.shape(features)[:-1], tf.shape(label_context)[-1:]],
+                  0))
+    return tf.concat([features, label_context], axis=-1)
+
+  def bijector_kwargs(self, x, training=False, label_context=None):
     """``bijector_kwargs`` that condition `distribution` on the image x."""
     return conditioning.conditional_kwargs(
         self.bijector,
-        context=self.context(x, training=training),
+        context=self.context(
+            x, training=training, label_context=label_context),
         training=training)
 
-  def sample_and_log_prob(self, x, seed=None, training=False):
-    """Draws ``u ~ q(·|x)`` (one per image) and returns ``(u, log q(u|x))``."""
+  def sample_and_log_prob(self, x, seed=None, training=False,
+                          label_context=None):
+    """Draws ``u ~ q(·|x)`` (one per image) and returns ``(u, log q(u|x))``.
+
+    ``label_context`` (``[N, 1, 1, E]``) conditions q on a label too (see
+    `context`).
+    """
     return self.distribution.experimental_sample_and_log_prob(
         _batch_shape(x),
         seed=seed,
-        bijector_kwargs=self.bijector_kwargs(x, training=training))
+        bijector_kwargs=self.bijector_kwargs(
+            x, training=training, label_context=label_context))
 
 
 # ``ModelConfig.dequantizer`` name -> class with ``from_config(config,

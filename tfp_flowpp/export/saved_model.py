@@ -20,10 +20,18 @@ signature                         inputs → outputs
 ``decode``                        ``latents`` → ``images`` uint8 [N, H, W, C]
 ================================  ==========================================
 
+A class-conditional model (``model.num_classes`` set) is exported as
+p(x | y): every signature also takes ``labels`` int32 [N] (class indices
+0..K−1, one per image, latent or sample; for ``sample`` N must equal
+``num_samples``), and ``flow_log_prob`` takes ``(y, labels)``. The metadata
+records ``num_classes``, ``class_labels`` (the data set label of each class
+index) and ``class_names``.
+
 Every input is validated inside the graph, so a bad request fails with an
 ``InvalidArgumentError`` naming the input (pixel values ≥ L, non-finite
 latents, ``num_samples < 1``, ``temperature ≤ 0``, a wrong image shape) —
-never a crash or a silent NaN. Outputs are checked to be finite as well.
+never a crash or a silent NaN; so are the labels (a class index outside
+[0, K), or not one label per image). Outputs are checked to be finite as well.
 
 Two more `tf.function`s are saved on the object (not as signatures, so they
 are for Python/TF users of ``tf.saved_model.load``, not for the server):
@@ -96,6 +104,7 @@ class _Checks:
     self.shape = tuple(model.image_shape)
     self.levels = model.num_levels
     self.shape_text = 'x'.join(map(str, self.shape))
+    self.num_classes = model.num_classes
 
   def assert_shape(self, name, x):
     """Run-time shape (and rank) check; the message shows the shape seen.
@@ -141,6 +150,24 @@ class _Checks:
     with tf.control_dependencies([check]):
       return tf.identity(k)
 
+  def labels(self, labels, n):
+    """int32 labels: one per image (``n``) and in [0, K)."""
+    k = self.num_classes
+    checks = [
+        tf.debugging.assert_equal(
+            tf.size(labels), n,
+            message='labels must hold one class index per image (or sample); '
+            'got a different number of labels'),
+        tf.debugging.assert_greater_equal(
+            labels, 0, message=f'labels must be class indices in [0, {k}) for '
+            f'this {k}-class model; got', summarize=8),
+        tf.debugging.assert_less(
+            labels, k, message=f'labels must be class indices in [0, {k}) for '
+            f'this {k}-class model; got', summarize=8),
+    ]
+    with tf.control_dependencies(checks):
+      return tf.identity(labels)
+
   def temperature(self, t):
     t = self.finite('temperature', t)  # First, so NaN reports as such.
     check = tf.debugging.assert_positive(
@@ -149,8 +176,8 @@ class _Checks:
       return tf.identity(t)
 
 
-def _map_chunks(fn, x, chunk, event_shape):
-  """``fn(x)`` for ``x`` [N, *event_shape], in chunks of a static size.
+def _map_chunks(fn, x, chunk, event_shape, labels=None):
+  """``fn(x[, labels])`` for ``x`` [N, *event_shape], in static-size chunks.
 
   ``N`` is padded with zeros to a multiple of ``chunk`` and the chunks run
   one after the other, each with the fully static shape [chunk, *event]. The
@@ -163,9 +190,15 @@ def _map_chunks(fn, x, chunk, event_shape):
   padded = tf.pad(x, [[0, num_chunks * chunk - n]] +
                   [[0, 0]] * len(event_shape))
   chunks = tf.reshape(padded, [num_chunks, chunk, *event_shape])
-  out = tf.map_fn(
-      fn, chunks, parallel_iterations=1,
-      fn_output_signature=tf.TensorSpec([chunk, *event_shape], x.dtype))
+  spec = tf.TensorSpec([chunk, *event_shape], x.dtype)
+  if labels is None:
+    out = tf.map_fn(fn, chunks, parallel_iterations=1,
+                    fn_output_signature=spec)
+  else:
+    label_chunks = tf.reshape(
+        tf.pad(labels, [[0, num_chunks * chunk - n]]), [num_chunks, chunk])
+    out = tf.map_fn(lambda args: fn(*args), (chunks, label_chunks),
+                    parallel_iterations=1, fn_output_signature=spec)
   return tf.reshape(out, [-1, *event_shape])[:n]
 
 
@@ -201,6 +234,17 @@ def make_serving_module(model, decode_batch_size=32):
   k_spec = tf.TensorSpec([], tf.int32, name='num_samples')
   temperature_spec = tf.TensorSpec([], tf.float32, name='temperature')
   seed_spec = tf.TensorSpec([2], tf.int32, name='seed')
+  conditional = model.num_classes is not None
+  # Conditional models: every signature takes `labels` last.
+  label_specs = ([tf.TensorSpec([None], tf.int32, name='labels')]
+                 if conditional else [])
+
+  def labels_for(labels, x):
+    return checks.labels(labels, tf.shape(x)[0]) if conditional else None
+
+  def with_labels(fn, labels):
+    # `fn(x)` as the unary function the helpers below map over.
+    return fn if labels is None else lambda x: fn(x, labels=labels)
 
   def bound_outputs(bound):
     bound = tf.ensure_shape(tf.cast(bound, tf.float32), [None])
@@ -212,17 +256,21 @@ def make_serving_module(model, decode_batch_size=32):
             'bits_per_dim': tf.cast(model.nats_to_bits_per_dim(bound),
                                     tf.float32)}
 
-  def decode_continuous(z):
+  def decode_continuous(z, labels=None):
     # In fixed-size chunks: the inverse flow needs a static batch size (see
     # `_map_chunks`), and chunks bound the memory of large requests.
-    return _map_chunks(model.decode_continuous, z, decode_batch_size,
-                       (h, w, c))
+    if labels is None:
+      return _map_chunks(model.decode_continuous, z, decode_batch_size,
+                         (h, w, c))
+    return _map_chunks(lambda z, y: model.decode_continuous(z, labels=y), z,
+                       decode_batch_size, (h, w, c), labels)
 
   @tf.function(input_signature=[
-      tf.TensorSpec([None, h, w, c], float_dtype, name='latents')])
-  def to_uint8_images(z):
+      tf.TensorSpec([None, h, w, c], float_dtype, name='latents')] +
+               label_specs)
+  def to_uint8_images(z, labels=None):
     # Shared by `sample` and `decode` (one trace of the inverse flow).
-    y = decode_continuous(z)
+    y = decode_continuous(z, labels)
     check = checks.finite('decoded values', y, 'are not finite (latents too '
                           'large for the flow?)')
     with tf.control_dependencies([check]):
@@ -235,64 +283,83 @@ def make_serving_module(model, decode_batch_size=32):
     return tf.cond(tf.shape(x)[0] > 0, lambda: fn(x),
                    lambda: tf.zeros([0, *result_shape], float_dtype))
 
-  @tf.function(input_signature=[images_spec, k_spec, seed_spec])
-  def importance_weighted_log_prob_seeded(images, num_samples, seed):
+  @tf.function(input_signature=[images_spec, k_spec, seed_spec] + label_specs)
+  def importance_weighted_log_prob_seeded(images, num_samples, seed,
+                                          labels=None):
     x = checks.images(images)
     k = checks.num_samples(num_samples)
+    labels = labels_for(labels, x)
     return bound_outputs(unless_empty(
-        x, lambda x: model.importance_weighted_log_prob(x, k, seed=seed)))
+        x, lambda x: model.importance_weighted_log_prob(
+            x, k, seed=seed, labels=labels)))
 
   # Traced once here and called as a concrete function below, so its graph
   # is shared (and serialised once) by the signature and the attribute.
   iw_seeded_fn = importance_weighted_log_prob_seeded.get_concrete_function()
   to_uint8_images_fn = to_uint8_images.get_concrete_function()
 
-  @tf.function(input_signature=[images_spec])
-  def log_prob(images):
+  @tf.function(input_signature=[images_spec] + label_specs)
+  def log_prob(images, labels=None):
     x = checks.images(images)
+    labels = labels_for(labels, x)
     return bound_outputs(unless_empty(
-        x, lambda x: model.log_prob(x, seed=_fresh_seed())))
+        x, lambda x: model.log_prob(x, seed=_fresh_seed(), labels=labels)))
 
-  @tf.function(input_signature=[images_spec, k_spec])
-  def importance_weighted_log_prob(images, num_samples):
+  @tf.function(input_signature=[images_spec, k_spec] + label_specs)
+  def importance_weighted_log_prob(images, num_samples, labels=None):
+    if conditional:
+      return iw_seeded_fn(images, num_samples, _fresh_seed(), labels)
     return iw_seeded_fn(images, num_samples, _fresh_seed())
 
-  @tf.function(input_signature=[k_spec, temperature_spec, seed_spec])
-  def sample(num_samples, temperature, seed):
+  @tf.function(input_signature=[k_spec, temperature_spec, seed_spec] +
+               label_specs)
+  def sample(num_samples, temperature, seed, labels=None):
     n = checks.num_samples(num_samples)
     t = checks.temperature(temperature)
     # `DiscreteImageFlow.sample` = decode(sample_latents); decoded in chunks.
-    return {'images': to_uint8_images_fn(model.sample_latents(n, seed, t))}
+    if not conditional:
+      return {'images': to_uint8_images_fn(model.sample_latents(n, seed, t))}
+    labels = checks.labels(labels, n)
+    z = model.sample_latents(n, seed, t, labels=labels)
+    return {'images': to_uint8_images_fn(z, labels)}
 
-  @tf.function(input_signature=[images_spec])
-  def encode(images):
-    z = tf.cast(unless_empty(checks.images(images), model.encode, (h, w, c)),
+  @tf.function(input_signature=[images_spec] + label_specs)
+  def encode(images, labels=None):
+    x = checks.images(images)
+    labels = labels_for(labels, x)
+    z = tf.cast(unless_empty(x, with_labels(model.encode, labels), (h, w, c)),
                 tf.float32)
     with tf.control_dependencies([checks.finite('latents', z, 'are not '
                                                 'finite')]):
       return {'latents': tf.ensure_shape(tf.identity(z), [None, h, w, c])}
 
-  @tf.function(input_signature=[latents_spec])
-  def decode(latents):
+  @tf.function(input_signature=[latents_spec] + label_specs)
+  def decode(latents, labels=None):
     with tf.control_dependencies([checks.assert_shape('latents', latents)]):
       latents = checks.finite('latents', latents,
                               'must be finite (got NaN or Inf)')
-    return {'images': to_uint8_images_fn(tf.cast(latents, float_dtype))}
+    latents = tf.cast(latents, float_dtype)
+    if not conditional:
+      return {'images': to_uint8_images_fn(latents)}
+    return {'images': to_uint8_images_fn(latents,
+                                         labels_for(labels, latents))}
 
-  def masked_log_prob(y):
+  def masked_log_prob(y, labels=None):
     levels = tf.constant(model.num_levels, float_dtype)
     inside = tf.reduce_all((y >= 0.) & (y <= levels), axis=[1, 2, 3])
     # Out-of-support images are evaluated at a safe point and masked, so
     # neither the value nor the gradient is NaN.
     safe_y = tf.where(inside[:, None, None, None], y, levels / 2.)
-    log_p = unless_empty(safe_y, model.continuous_log_prob)
+    log_p = unless_empty(safe_y, with_labels(model.continuous_log_prob,
+                                             labels))
     return tf.where(inside, log_p, tf.constant(-math.inf, float_dtype))
 
-  @tf.function(input_signature=[y_spec])
-  def flow_log_prob(y):
+  @tf.function(input_signature=[y_spec] + label_specs)
+  def flow_log_prob(y, labels=None):
     check = checks.finite('y', y, 'must be finite (got NaN or Inf)')
     with tf.control_dependencies([check]):
       y = tf.identity(y)
+    labels = labels_for(labels, y)
 
     # The model is frozen: the gradient goes to `y` only. Defining it here
     # also saves it with the function (SaveOptions.experimental_custom_
@@ -302,12 +369,13 @@ def make_serving_module(model, decode_batch_size=32):
       def grad(upstream, variables=None):
         with tf.GradientTape() as tape:
           tape.watch(y)
-          log_p = masked_log_prob(tf.cast(y, float_dtype))
+          log_p = masked_log_prob(tf.cast(y, float_dtype), labels)
         # Images are independent: d(sum_i u_i log p_i)/dy.
         dy = tape.gradient(log_p, y, output_gradients=tf.cast(
             upstream, log_p.dtype))
         return dy, [tf.zeros_like(v) for v in variables or []]
-      return tf.cast(masked_log_prob(tf.cast(y, float_dtype)), tf.float32), grad
+      return tf.cast(masked_log_prob(tf.cast(y, float_dtype), labels),
+                     tf.float32), grad
 
     return tf.ensure_shape(frozen(y), [None])
 
@@ -346,6 +414,7 @@ def _metadata(model, metadata, decode_batch_size):
       'signatures': list(SIGNATURE_NAMES),
       'functions': list(FUNCTION_NAMES),
       'decode_batch_size': decode_batch_size,
+      'num_classes': model.num_classes,
       'exported_at': datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec='seconds'),
       'versions': {'tfp_flowpp': tfp_flowpp.__version__,

@@ -183,8 +183,10 @@ class GlowCouplingNetwork(tf.Module):
   last layer, so every coupling is exactly the identity at initialisation.
   The architecture of TFP's `tfb.GlowDefaultNetwork`, which initialises its
   hidden layers He-normal (std √(2/fan_in)) where these use std
-  1/√fan_in (`Conv2D`). ``context`` and ``training`` are accepted and
-  ignored.
+  1/√fan_in (`Conv2D`). Built with ``context_channels`` (a class-conditional
+  model's label embedding), a conv1×1 of the context is added to the first
+  hidden layer, ``relu(conv3×3(x) + conv1×1(context))``; otherwise
+  ``context`` is ignored, as is ``training``.
 
   #### Examples
 
@@ -209,6 +211,7 @@ class GlowCouplingNetwork(tf.Module):
                input_shape,
                out_channels,
                hidden_channels=512,
+               context_channels=None,
                dtype=tf.float32,
                compute_dtype=None,
                rng=None,
@@ -219,6 +222,7 @@ class GlowCouplingNetwork(tf.Module):
       input_shape: ``(H, W, C_in)`` of the conditioning half.
       out_channels: coupling parameters per position.
       hidden_channels: width of the two hidden layers.
+      context_channels: channels of the conditioning context, or None.
       dtype: variable dtype.
       compute_dtype: dtype the network computes in; None = the input's.
       rng: `np.random.Generator` for the initial values; None = fresh.
@@ -245,6 +249,15 @@ class GlowCouplingNetwork(tf.Module):
           dtype=dtype,
           rng=rng,
           name='head')
+      self.context_proj = None
+      if context_channels:
+        self.context_proj = layers.Conv2D(
+            context_channels,
+            hidden_channels,
+            1,
+            dtype=dtype,
+            rng=rng,
+            name='context_proj')
 
   @classmethod
   def from_config(cls,
@@ -258,26 +271,29 @@ class GlowCouplingNetwork(tf.Module):
     """The network with ``config.glow_hidden`` hidden channels.
 
     Arguments as `FlowppCouplingNetwork.from_config`. The width is
-    ``glow_hidden`` in every flow (``network_size`` is unused) and the
-    network ignores any context.
+    ``glow_hidden`` in every flow (``network_size`` is unused).
     """
-    del network_size, context_channels
+    del network_size
     return cls(
         input_shape,
         out_channels,
         hidden_channels=config.glow_hidden,
+        context_channels=context_channels,
         dtype=tf.as_dtype(config.dtype),
         compute_dtype=precision.network_dtype(config.precision),
         rng=rng,
         name=name)
 
   def __call__(self, x, context=None, training=False):
-    del context, training
+    del training
     out_dtype = x.dtype
-    x, = layers.boundary_cast(self.compute_dtype, x)
-    return tf.cast(
-        self.head(tf.nn.relu(self.conv2(tf.nn.relu(self.conv1(x))))),
-        out_dtype)
+    x, context = layers.boundary_cast(self.compute_dtype, x, context)
+    h = self.conv1(x)
+    if self.context_proj is not None:
+      if context is None:
+        raise ValueError(f'{self.name} was built for a context but got none.')
+      h += self.context_proj(context)
+    return tf.cast(self.head(tf.nn.relu(self.conv2(tf.nn.relu(h)))), out_dtype)
 
 
 class ZeroConvNetwork(tf.Module):

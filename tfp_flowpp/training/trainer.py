@@ -87,10 +87,16 @@ class Trainer:
 
   Attributes:
     model, optimizer, strategy, dataset, evaluator: What the run uses.
-    train_step: The `tf.function` ``train_step(images, step) -> (loss,
-      grad_norm, applied)``: one optimizer step on a global batch (a
-      distributed value under a multi-replica strategy), skipped when the
-      loss or any gradient is non-finite.
+    train_step: The `tf.function` ``train_step(batch, step) -> (loss,
+      grad_norm, applied)``: one optimizer step on a global batch of images
+      (``(images, labels)`` for a class-conditional model; a distributed
+      value under a multi-replica strategy), skipped when the loss or any
+      gradient is non-finite.
+    conditional: Whether the model is class-conditional (``conditioning=
+      'class'``): then the model config records the data's ``num_classes``,
+      ``class_labels`` and ``class_names``, batches carry labels, the
+      class frequencies p(y) are set at initialisation, bits/dim are
+      class-conditional and sample grids have one row per class.
     step, skipped: Checkpointed int64 counters (optimizer steps taken,
       steps skipped for a non-finite loss or gradient; a float16 loss-scale
       overflow is not counted).
@@ -123,6 +129,13 @@ class Trainer:
         image_shape=tuple(self.dataset.image_shape),
         num_levels=int(self.dataset.num_levels),
         precision=policy)
+    self.conditional = model_config.conditioning == 'class'
+    if self.conditional:
+      self.dataset.class_counts()  # DataError (one line) without labels.
+      self.model_config = self.model_config.replace(
+          num_classes=self.dataset.num_classes,
+          class_labels=self.dataset.class_labels,
+          class_names=self.dataset.model_class_names)
     replicas = self.strategy.num_replicas_in_sync
     if train_config.batch_size % replicas:
       raise ValueError(f'batch_size {train_config.batch_size} is not '
@@ -136,8 +149,9 @@ class Trainer:
     self.evaluator = evaluation.BpdEvaluator(
         self.model, self.strategy, seed=train_config.seed + 1)
     self.train_step = self._make_train_step()
-    self._sample_fn = tf.function(lambda n, seed: self.model.sample(
-        n, seed=seed, temperature=train_config.sample_temperature))
+    self._sample_fn = tf.function(lambda n, seed, labels=None: self.model.sample(
+        n, seed=seed, temperature=train_config.sample_temperature,
+        labels=labels))
     self.baseline_bpd = self._histogram_baseline()
     self.bar = progress.ProgressBar(
         train_config.train_steps, stream=stream) if self.chief else None
@@ -274,11 +288,19 @@ class Trainer:
     batch = next(
         iter(
             self.dataset.train_batches(
-                self.train_config.init_batch_size, start_step=0)))
+                self.train_config.init_batch_size, start_step=0,
+                with_labels=self.conditional)))
+    labels = class_counts = None
+    if self.conditional:
+      batch, labels = batch
+      class_counts = self.dataset.class_counts()
     started = time.time()
     # Cross-replica context: every replica gets the same initial values.
+    kwargs = ({} if labels is None else
+              {'labels': labels, 'class_counts': class_counts})
     bound = self.model.initialize(
-        batch, seed=tf.constant([self.train_config.seed, -1], tf.int32))
+        batch, seed=tf.constant([self.train_config.seed, -1], tf.int32),
+        **kwargs)
     init_bpd = float(tf.reduce_mean(self.model.nats_to_bits_per_dim(bound)))
     if not math.isfinite(init_bpd):
       raise TrainingError('Data-dependent initialisation produced a non-finite '
@@ -326,13 +348,18 @@ class Trainer:
     global_batch = float(self.train_config.batch_size)
     seed0 = self.train_config.seed
 
-    def replica_fn(images, step):
+    conditional = self.conditional
+
+    def replica_fn(batch, step):
+      images, labels = batch if conditional else (batch, None)
       ctx = tf.distribute.get_replica_context()
       seed = tf.random.experimental.stateless_fold_in(
           tf.stack([tf.constant(seed0, tf.int64), step]),
           ctx.replica_id_in_sync_group)
       with tf.GradientTape() as tape:
-        bound = model.log_prob(images, seed=seed, training=True)
+        bound = model.log_prob(
+            images, seed=seed, training=True,
+            **({} if labels is None else {'labels': labels}))
         bpd = model.nats_to_bits_per_dim(bound)
         loss = tf.reduce_sum(bpd) / global_batch
         scaled_loss = self.loss_scale.scale_loss(loss)
@@ -347,8 +374,8 @@ class Trainer:
       return loss, grad_norm, applied
 
     @tf.function
-    def train_step(images, step):
-      loss, grad_norm, applied = strategy.run(replica_fn, args=(images, step))
+    def train_step(batch, step):
+      loss, grad_norm, applied = strategy.run(replica_fn, args=(batch, step))
       first = lambda t: strategy.experimental_local_results(t)[0]
       loss, grad_norm, applied = first(loss), first(grad_norm), first(applied)
       self.step.assign_add(1)
@@ -367,14 +394,22 @@ class Trainer:
     if not n:
       return None
     seed = tf.constant([self.train_config.seed, 12345], tf.int32)
+    columns = None
     try:
-      images = self._sample_fn(n, seed)
+      if self.conditional:  # One row per class.
+        columns = max(1, n // self.model.num_classes)
+        labels = np.repeat(np.arange(self.model.num_classes), columns)
+        images = self._sample_fn(len(labels), seed,
+                                 tf.constant(labels, tf.int32))
+      else:
+        images = self._sample_fn(n, seed)
     except tf.errors.InvalidArgumentError as e:  # Non-finite: no pixels.
       first = (e.message.strip().splitlines() or [''])[0]
       self._print(f'No sample grid at step {step}: {first[:300]}')
       return None
     path = os.path.join(self.workdir.figures_dir, f'samples_{step:08d}.png')
-    grid = figures.save_image_grid(images.numpy(), path, self.model.num_levels)
+    grid = figures.save_image_grid(images.numpy(), path, self.model.num_levels,
+                                   columns=columns)
     with open(path, 'rb') as f:
       atomic_files.atomic_write_bytes(
           os.path.join(self.workdir.figures_dir, 'samples_latest.png'),
@@ -392,14 +427,16 @@ class Trainer:
     record.update(train_stats)
     with checkpoints.ema_weights(self.model, self.optimizer):
       val = self.evaluator.evaluate(
-          self.dataset.eval_batches('validation', cfg.eval_batch_size),
+          self.dataset.eval_batches('validation', cfg.eval_batch_size,
+                                    with_labels=self.conditional),
           num_samples=cfg.eval_num_samples,
           max_images=cfg.max_eval_images)
       record['val_bpd'] = val['bpd']
       record['val_num_samples'] = cfg.eval_num_samples
       if final:
         test = self.evaluator.evaluate(
-            self.dataset.eval_batches('test', cfg.eval_batch_size),
+            self.dataset.eval_batches('test', cfg.eval_batch_size,
+                                      with_labels=self.conditional),
             num_samples=cfg.test_num_samples)
         record['test_bpd'] = test['bpd']
         record['test_num_samples'] = cfg.test_num_samples
@@ -464,7 +501,8 @@ class Trainer:
       # Stopped after the last checkpoint but before the final evaluation.
       self._print(f'Trained to step {start}; running the final evaluation.')
       return self._final(start, {})
-    batches = self.dataset.train_batches(cfg.batch_size, start_step=start)
+    batches = self.dataset.train_batches(
+        cfg.batch_size, start_step=start, with_labels=self.conditional)
     iterator = iter(self.strategy.experimental_distribute_dataset(batches))
     if self.bar is not None:
       self.bar.restart(start)
@@ -487,8 +525,8 @@ class Trainer:
           self._print(f'CPU budget of {cfg.max_cpu_seconds:.0f}s reached at '
                       f'step {step}.')
           break
-        images = next(iterator)
-        _, grad_norm, _ = self.train_step(images, tf.constant(step, tf.int64))
+        batch = next(iterator)
+        _, grad_norm, _ = self.train_step(batch, tf.constant(step, tf.int64))
         step += 1
         window_images += cfg.batch_size
         last = step == cfg.train_steps

@@ -87,6 +87,12 @@ class Workdir:
     stored = {
         k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()
     }
+    # Fields added after the run was written take the value older runs
+    # implied (as `ModelConfig.from_json` reads them).
+    for field in dataclasses.fields(model_config_lib.ModelConfig):
+      if field.name not in stored:
+        stored[field.name] = field.metadata.get('stored_default',
+                                                field.default)
     diffs = [
         f'{k}: {stored.get(k)!r} -> {new[k]!r}' for k in sorted(new)
         if k not in _NON_ARCHITECTURE_FIELDS and stored.get(k) != new[k]
