@@ -35,7 +35,8 @@ OOD sets, built from the model's own test images where they are transforms
   ``--digits_heldout_workdir``.
 
 The background model of the likelihood ratio (Ren et al. 2019) is trained on
-pixel-perturbed training images. The trainer has no perturbation option, so
+pixel-perturbed training images: ``bin/train --perturbation_rate=0.2``
+perturbs every training batch afresh (keyed by seed and step), and
 ``--write_perturbed`` writes a run's training split with every pixel
 replaced by a uniform random level with probability ``--mutation_rate``
 (``--copies`` independent draws) to an .npz, which ``bin/train
@@ -514,8 +515,9 @@ def report(results, doc_path, figures_dir):
       '`bench/ood.py --write_perturbed=RUN --out=FILE.npz` (the run\'s '
       'training split with every pixel replaced by a uniform random level '
       'with probability μ; Ren et al. use μ ∈ [0.1, 0.3]) through '
-      '`bin/train --dataset=npz:FILE`, because the trainer has no '
-      'perturbation option. The bench fixes μ = 0.2 in advance rather than '
+      '`bin/train --dataset=npz:FILE` (fixed draws; `bin/train '
+      '--perturbation_rate=μ` now perturbs every batch afresh instead). The '
+      'bench fixes μ = 0.2 in advance rather than '
       'tuning it on the OOD sets.', '']
   for key, title, _, _, _ in EXPERIMENTS:
     if key in results:
