@@ -29,6 +29,7 @@ def _run(script, tmp_path, *args, timeout=600):
   return result.stdout, doc.read_text()
 
 
+@pytest.mark.slow
 def test_speed_quick(tmp_path):
   stdout, doc = _run('speed.py', tmp_path)
   assert '<!-- BEGIN speed -->' in doc and '<!-- END speed -->' in doc
@@ -61,6 +62,7 @@ needs_fashion_mnist = pytest.mark.skipif(
     'dataset-fashion-mnist)')
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_quality_quick(tmp_path):
   figures = tmp_path / 'figures'
@@ -81,6 +83,7 @@ def test_quality_quick(tmp_path):
   assert re.search(r'\| per-pixel histogram \|.*\| 4\.58\d\d \|', doc), doc
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_quality_quick_equal_steps_precision_parity(tmp_path):
   _, doc = _run('quality.py', tmp_path, '--equal_steps=2,4',

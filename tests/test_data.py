@@ -79,7 +79,8 @@ def test_config_fields_have_help_and_defaults():
   fields = {f.name: f for f in dataclasses.fields(data.DataConfig)}
   assert set(fields) == {
       'dataset', 'data_dir', 'classes', 'num_bits', 'image_size',
-      'validation_size', 'test_size', 'horizontal_flip', 'seed'
+      'validation_size', 'test_size', 'horizontal_flip', 'seed',
+      'perturbation_rate'
   }
   for f in fields.values():
     assert len(f.metadata['help']) > 20, f.name

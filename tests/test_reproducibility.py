@@ -14,6 +14,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import configs_util
@@ -144,6 +145,7 @@ class _CtrlCAtStep(io.StringIO):
     return super().write(text)
 
 
+@pytest.mark.slow
 def test_resume_differs_no_more_than_two_uninterrupted_runs(tmp_path):
   """Without --deterministic: same data, noise, masks and schedule."""
   values = configs_util.flag_values(configs_util.config_path('tiny'), FLAGS)

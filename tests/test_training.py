@@ -558,6 +558,7 @@ def _env():
   return env
 
 
+@pytest.mark.slow
 def test_sigkill_mid_training_resumes_from_last_checkpoint(tmp_path):
   workdir = str(tmp_path / 'run')
   command = _train_command(workdir, '--train_steps=400', '--checkpoint_every=5',
@@ -610,6 +611,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_multi_worker_training_with_two_local_processes(tmp_path):
   workdir = str(tmp_path / 'run')
   ports = [_free_port(), _free_port()]
