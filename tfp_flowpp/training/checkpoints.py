@@ -21,8 +21,8 @@ from tfp_flowpp.training import optimization
 from tfp_flowpp.training import workdir as workdir_lib
 
 __all__ = [
-    'make_checkpoint', 'restore_training_state', 'has_loss_scale',
-    'restore_for_inference', 'ema_weights', 'restore_error',
+    'make_checkpoint', 'restore_training_state', 'restore_for_inference',
+    'ema_weights', 'restore_error',
     'RESTORE_ERRORS', 'CheckpointError'
 ]
 
@@ -47,12 +47,6 @@ def make_checkpoint(model, optimizer, step, skipped, consecutive_skips=None,
       model=model, optimizer=optimizer, step=step, skipped=skipped, **extra)
 
 
-def has_loss_scale(path):
-  """Whether the checkpoint ``path`` holds a loss scale (v0.1's do not)."""
-  return any(
-      name.startswith('loss_scale/') for name, _ in tf.train.list_variables(path))
-
-
 def restore_training_state(checkpoint, path):
   """Restores the checkpoint ``path`` into the `make_checkpoint` ``checkpoint``.
 
@@ -63,9 +57,9 @@ def restore_training_state(checkpoint, path):
   Raises:
     One of `RESTORE_ERRORS` if the checkpoint does not fit or is unreadable.
   """
-  names = {name for name, _ in tf.train.list_variables(path)}
+  names = [name for name, _ in tf.train.list_variables(path)]
   keep_skips = 'consecutive_skips/.ATTRIBUTES/VARIABLE_VALUE' in names
-  keep_scale = has_loss_scale(path)
+  keep_scale = any(name.startswith('loss_scale/') for name in names)
   consecutive = getattr(checkpoint, 'consecutive_skips', None)
   scale = getattr(checkpoint, 'loss_scale', None)
   if (consecutive is not None and not keep_skips) or (
