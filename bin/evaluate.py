@@ -28,7 +28,9 @@ A class-conditional model (``--conditioning=class``) is evaluated on its own
 data: the class-conditional bounds log P(x | y) with the true labels, the
 marginal bound log Σ_y P(x | y) p(y) (comparable with an unconditional
 model's) and the Bayes classifier argmax_y P(x | y) p(y) (accuracy; p(y) =
-the training class frequencies). Its OOD scoring is not implemented yet.
+the training class frequencies). With ``--dataset``, ``--output`` or
+``--background_workdir`` it is scored like an unconditional model, on the
+marginal bound (no labels needed; K bounds per image).
 """
 
 import time
@@ -61,7 +63,9 @@ def main():
     raise ValueError(f'--output must be a .csv or .npz file, got '
                      f'{FLAGS.output}.')
   model, configs, step = _tool.load(FLAGS.workdir)
-  if model.num_classes is not None:
+  conditional = model.num_classes is not None
+  if conditional and not (FLAGS.dataset or FLAGS.output or
+                          FLAGS.background_workdir):
     return _evaluate_conditional(model, configs, step)
   options = _scoring.source_options('dataset', '')
   source = _scoring.load_source(configs, options, FLAGS.max_images,
@@ -75,7 +79,9 @@ def main():
 
   k = FLAGS.num_samples
   print(f'{source.description} ({source.count} images, step {step}, EMA '
-        'weights):')
+        'weights' + (f', class-conditional: marginal bound over '
+                     f'{model.num_classes} classes' if conditional else '')
+        + '):')
   print(f'  single-sample bound        {columns["bpd"].mean():.4f} bits/dim')
   if 'bpd_iw' in columns:
     print(f'  importance-weighted (k={k:<5}) {columns["bpd_iw"].mean():.4f} '
@@ -95,7 +101,7 @@ def main():
   if FLAGS.output:
     scoring.write_scores(FLAGS.output, _scoring.output_columns(source, columns))
     print(f'Wrote {source.count} rows to {FLAGS.output}')
-  if source.own:
+  if source.own and not conditional:  # Its test_bpd is log P(x | y).
     split = source.split
     record = {
         'step': step,
@@ -115,10 +121,6 @@ def _evaluate_conditional(model, configs, step):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfp_flowpp import training  # pylint: disable=g-import-not-at-top
-  if FLAGS.dataset or FLAGS.output or FLAGS.background_workdir:
-    raise ValueError('OOD scoring (--dataset, --output, --background_workdir) '
-                     'of class-conditional models is not implemented; '
-                     'evaluate the run\'s own data (--split).')
   split = FLAGS.split or 'test'
   if split == 'all':
     raise ValueError('class-conditional models are evaluated on one split; '

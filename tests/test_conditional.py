@@ -17,6 +17,7 @@ import tensorflow_probability as tfp
 from tfp_flowpp import bijectors as fb
 from tfp_flowpp import config as config_lib
 from tfp_flowpp import model_builder
+from tfp_flowpp import scoring
 from tfp_flowpp.training import config as train_config_lib
 from tfp_flowpp.training import optimization
 
@@ -150,6 +151,29 @@ def test_bayes_classifier_uses_the_class_frequencies(trained):
       iw[:, 1],
       model.importance_weighted_log_prob(x[:8], 4, seed=[5, 6], labels=1),
       atol=1e-9)
+
+
+def test_marginal_bound_needs_no_labels_and_sums_to_one(trained):
+  """log Σ_y π_y P(x | y): Σ_x of its exp is 1, and it is what scoring uses."""
+  model, _, _, _ = trained
+  images = all_images()
+  marginal = model.marginal_log_prob(images, 256, seed=[6, 6],
+                                     images_per_pass=256 * 128)
+  # Σ_x Σ_y π_y P(x | y) = 1; without the π weighting it would be ≈ 2.
+  assert abs(float(tf.reduce_sum(tf.exp(marginal))) - 1.) < 0.03
+  x = images[::17]
+  joint = model.class_log_likelihoods(x, 4, seed=[6, 7]) + (
+      model.log_class_frequencies)
+  np.testing.assert_allclose(
+      model.marginal_log_prob(x, 4, seed=[6, 7]),
+      tf.reduce_logsumexp(joint, axis=-1), atol=1e-9)
+  bpd = scoring.PerImageBpd(model, batch_size=8, seed=3)(x.numpy(), 4)
+  assert bpd.shape == (16,) and np.all(np.isfinite(bpd))
+  np.testing.assert_allclose(
+      bpd[:8],
+      model.nats_to_bits_per_dim(
+          model.marginal_log_prob(x[:8], 4, seed=tf.constant([3, 0]))),
+      rtol=1e-6)
 
 
 def test_round_trip_with_labels():
@@ -299,3 +323,14 @@ def test_composes_as_a_tfp_joint_distribution(trained):
       given.log_prob(x, seed=seed), expected, atol=1e-9)
   assert model.given(1).sample(3, seed=[1, 1]).shape == (3, 2, 2, 1)
   assert np.isfinite(joint.log_prob([y, x])).all()
+
+
+def test_marginal_bound_of_an_unconditional_model_is_its_bound():
+  model = model_builder.build_model(tiny_config())
+  model.initialize(all_images(), seed=[0, 0])
+  x = all_images()[:8]
+  np.testing.assert_allclose(model.marginal_log_prob(x, seed=[1, 2]),
+                             model.log_prob(x, seed=[1, 2]), rtol=1e-6)
+  np.testing.assert_allclose(
+      model.marginal_log_prob(x, 3, seed=[1, 2]),
+      model.importance_weighted_log_prob(x, 3, seed=[1, 2]), rtol=1e-6)

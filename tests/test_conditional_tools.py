@@ -173,6 +173,25 @@ def test_sample_and_evaluate_tools(run, tmp_path):
   assert record['test_marginal_bpd'] > 0.
 
 
+def test_evaluate_scores_other_data_on_the_marginal_bound(run, tmp_path):
+  """OOD scoring of a conditional model needs no labels: log Σ_y π_y P(x|y)."""
+  workdir, _, _ = run
+  before = open(os.path.join(workdir, 'metrics.jsonl')).read()
+  out = tmp_path / 'threes.csv'
+  result = _tool('evaluate', f'--workdir={workdir}', '--dataset=digits',
+                 '--image_size=4', '--classes=3', '--max_images=40',
+                 '--num_samples=2', '--reference_images=64', f'--output={out}')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'marginal bound over 2 classes' in result.stdout
+  rows = open(out).read().splitlines()
+  assert len(rows) == 41 and 'bpd_iw' in rows[0]
+  bpd = np.array([float(r.split(',')[rows[0].split(',').index('bpd')])
+                  for r in rows[1:]])
+  assert np.all(np.isfinite(bpd)) and np.all(bpd > 0)
+  # Its own test_bpd (log P(x | y), true labels) is not overwritten.
+  assert open(os.path.join(workdir, 'metrics.jsonl')).read() == before
+
+
 def test_conditioning_on_unlabelled_data_is_a_one_line_error(tmp_path):
   source = tmp_path / 'x.npz'
   np.savez(source, images=np.zeros((80, 4, 4), np.uint8))

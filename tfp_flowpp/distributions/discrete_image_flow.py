@@ -546,6 +546,34 @@ class DiscreteImageFlow(tfd.Distribution):
     log_likelihoods = self.class_log_likelihoods(x, num_samples, seed=seed)
     return tf.nn.softmax(log_likelihoods + self.log_class_frequencies, axis=-1)
 
+  def marginal_log_prob(self, x, num_samples=1, seed=None,
+                        images_per_pass=None):
+    """A bound on log P(x) that needs no labels, in nats: ``[B]``.
+
+    For a class-conditional model it is ``log Σ_y π_y exp(b_y(x))``, where
+    ``b_y`` is the bound of `class_log_likelihoods` (k = ``num_samples``) and
+    π the training class frequencies: each ``exp(b_y)`` is an unbiased
+    estimate of P(x | y), so the sum is one of P(x) = Σ_y π_y P(x | y) and
+    its log a stochastic lower bound on log P(x) (K times the cost of one
+    bound). For an unconditional model it is `log_prob` (k = 1) or
+    `importance_weighted_log_prob`, so scoring code can call it on either.
+
+    Args:
+      x: integer images ``[B, H, W, C]``.
+      num_samples: k per class; 1 = the single-sample bound.
+      seed: TFP seed.
+      images_per_pass: as in `importance_weighted_log_prob`.
+    """
+    if self._classes is None:
+      if isinstance(num_samples, int) and num_samples == 1:
+        return self.log_prob(x, seed=seed)
+      return self.importance_weighted_log_prob(
+          x, num_samples, seed=seed, images_per_pass=images_per_pass)
+    joint = self.class_log_likelihoods(
+        x, num_samples, seed=seed, images_per_pass=images_per_pass) + (
+            tf.cast(self.log_class_frequencies, self._float_dtype))
+    return tf.reduce_logsumexp(joint, axis=-1)
+
   def given(self, labels):
     """p(x | labels) as a `tfd.Distribution` whose batch shape is the labels'.
 

@@ -87,7 +87,10 @@ class PerImageBpd:
   ``num_samples = 1`` is the single-sample dequantization bound
   (`DiscreteImageFlow.log_prob`), ``k > 1`` the importance-weighted bound
   (`DiscreteImageFlow.importance_weighted_log_prob`); both are converted with
-  `DiscreteImageFlow.nats_to_bits_per_dim`.
+  `DiscreteImageFlow.nats_to_bits_per_dim`. A class-conditional model has
+  no labels here: it scores the marginal bound on log P(x) =
+  log Σ_y π_y P(x | y) (`DiscreteImageFlow.marginal_log_prob`, K bounds per
+  image).
   """
 
   def __init__(self, model, batch_size=256, seed=0):
@@ -115,11 +118,7 @@ class PerImageBpd:
 
     @tf.function(input_signature=[spec, tf.TensorSpec([2], tf.int32)])
     def bpd(images, seed):
-      if num_samples == 1:
-        bound = model.log_prob(images, seed=seed)
-      else:
-        bound = model.importance_weighted_log_prob(
-            images, num_samples, seed=seed)
+      bound = model.marginal_log_prob(images, num_samples, seed=seed)
       return model.nats_to_bits_per_dim(bound)
 
     self._functions[num_samples] = bpd
