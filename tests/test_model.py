@@ -266,18 +266,27 @@ def test_identity_flow_bits_per_dim_is_the_preprocessing_log_det():
 
 
 def test_importance_weighting_tightens_the_bound(trained_tiny):
-  kind, model, _, _, data = trained_tiny
-  if kind != 'variational-official':
-    pytest.skip('checked on the official variational model (-m slow)')
+  """E[IW_k] grows with k: measurably from k = 1 to 8, and 8 → 64 up to noise.
+
+  Once IW_8 has converged (the 'exact' variational model: IW_8 and IW_64
+  agree to 0.001 nats), IW_64 − IW_8 is pure Monte Carlo noise, so that
+  step is checked against the noise of the means, not as a strict order.
+  """
+  _, model, _, _, data = trained_tiny
   x = data[:512]
-  means = []
+  bounds = {}
   for k in (1, 8, 64):
-    bound = model.importance_weighted_log_prob(
-        x, k, seed=tf.constant([k, 9]), images_per_pass=512 * 64)
-    means.append(float(tf.reduce_mean(bound)))
-  single = float(tf.reduce_mean(model.log_prob(x, seed=tf.constant([1, 9]))))
-  assert means[1] >= single, (single, means)
-  assert means[0] <= means[1] <= means[2], means
+    bounds[k] = model.importance_weighted_log_prob(
+        x, k, seed=tf.constant([k, 9]), images_per_pass=512 * 64).numpy()
+  single = model.log_prob(x, seed=tf.constant([1, 9])).numpy()
+  # Standard error of a 512-image mean of the single-sample bound: its
+  # per-image spread around the (nearly exact) IW_64 value.
+  se = float(np.std(single - bounds[64])) / math.sqrt(len(single))
+  means = {k: float(b.mean()) for k, b in bounds.items()}
+  # k = 1 through the IW path is the single-sample bound (other noise).
+  assert abs(means[1] - single.mean()) < 4 * math.sqrt(2) * se, (se, means)
+  assert means[8] - single.mean() > 3 * se, (single.mean(), se, means)
+  assert means[64] > means[8] - 3 * se / math.sqrt(8), (se, means)
 
 
 @pytest.mark.slow
