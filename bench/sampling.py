@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Sampling robustness: non-finite and out-of-range samples, round trips.
 
-    python bench/sampling.py --workdir=RUN --tfb_glow_workdir=GLOW_RUN
-        # trained Fashion-MNIST runs (ours, and TFP's tfb.Glow trained by the
-        # library's Trainer); rewrites the sampling section of
-        # docs/benchmarks.md
+    python bench/sampling.py --workdir=RUN [--tfb_glow_workdir=GLOW_RUN]
+        # trained Fashion-MNIST runs (ours, and optionally TFP's tfb.Glow
+        # trained by the library's Trainer); rewrites the sampling section
+        # of docs/benchmarks.md
     python bench/sampling.py --quick
         # trains a tiny Flow++ and a tiny tfb.Glow on digits for a few steps
         # (smoke test; no doc unless --output_doc is given)
@@ -141,18 +141,19 @@ def run(args):
     workdir, glow_workdir, glow = _train_quick(scratch)
     num, batch = 64, 32
   else:
-    if not args.workdir or not args.tfb_glow_workdir:
-      raise SystemExit('sampling.py: --workdir and --tfb_glow_workdir are '
-                       'required (or --quick).')
+    if not args.workdir:
+      raise SystemExit('sampling.py: --workdir is required (or --quick).')
     workdir, glow_workdir = args.workdir, args.tfb_glow_workdir
-    glow = (json.loads(args.tfb_glow_spec) if args.tfb_glow_spec else
-            _glow_spec(workdir, GLOW_STEPS))
+    glow = None
+    if glow_workdir:
+      glow = (json.loads(args.tfb_glow_spec) if args.tfb_glow_spec else
+              _glow_spec(workdir, GLOW_STEPS))
     num, batch = args.num, args.batch
+  models = [{'label': 'ours (Flow++)', 'workdir': workdir}]
+  if glow_workdir:
+    models.append({'label': 'tfb.Glow', 'workdir': glow_workdir, 'glow': glow})
   spec = {
-      'models': [
-          {'label': 'ours (Flow++)', 'workdir': workdir},
-          {'label': 'tfb.Glow', 'workdir': glow_workdir, 'glow': glow},
-      ],
+      'models': models,
       'temperatures': list(TEMPERATURES), 'num': num, 'batch': batch,
       'seed': args.seed,
   }
@@ -185,9 +186,12 @@ def run(args):
         'finite samples with a value outside the pixel range before '
         'quantisation (clipped by `quantize`); *round trip*: mean absolute '
         '`encode_continuous(decode_continuous(z)) − z` per dimension over '
-        'the finite samples. tfb.Glow is TFP\'s, trained on the same data '
-        'by the library\'s `Trainer` (`--tfb_glow_workdir`). Target: 0% '
-        'non-finite at every T ≤ 1.2.', '',
+        'the finite samples. ' + (
+            'tfb.Glow is TFP\'s, trained on the same data by the library\'s '
+            '`Trainer` (`--tfb_glow_workdir`). ' if glow_workdir else
+            'No tfb.Glow run was given (`--tfb_glow_workdir`), so this run '
+            'has no tfb.Glow rows. ') + 'Target: 0% non-finite at every '
+        'T ≤ 1.2.', '',
         _common.markdown_table(headers, rows), '',
         *_common.environment_lines(
             env, _common.reproduce_command(
