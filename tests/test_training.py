@@ -657,3 +657,39 @@ def test_cpu_budget_stops_training_and_still_evaluates(tmp_path):
   assert 0 < record['step'] < 100000
   assert record['cpu_seconds'] >= 8.
   assert np.isfinite(record['test_bpd'])
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_training_at_the_next_step_with_a_checkpoint(
+    tmp_path, signum):
+  """The handler only sets a flag (a raising one can be lost in a finalizer):
+  the step in flight finishes, the checkpoint holds it, handlers come back."""
+  trainer = trainer_lib.Trainer(
+      tiny_model_config(), DATA,
+      train_config(train_steps=50, eval_every=50, checkpoint_every=50),
+      str(tmp_path), stream=io.StringIO())
+  trainer.restore_or_initialize()
+  real_step = trainer.train_step
+  calls = []
+
+  class Finalized:
+    def __del__(self):
+      # The handler runs inside a finalizer, where Python drops (prints
+      # "Exception ignored") anything it raises.
+      signal.raise_signal(signum)
+
+  def step_then_signal(*args):
+    result = real_step(*args)
+    calls.append(1)
+    if len(calls) == 3:
+      Finalized()  # Collected at once.
+    return result
+
+  trainer.train_step = step_then_signal
+  before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  with pytest.raises(KeyboardInterrupt):
+    trainer.run()
+  assert len(calls) == 3
+  assert 'Interrupted at step 3; checkpoint saved' in trainer.stream.getvalue()
+  assert os.path.exists(tmp_path / 'checkpoints' / 'ckpt-3.index')
+  assert {s: signal.getsignal(s) for s in before} == before

@@ -18,7 +18,8 @@ does the rest:
 6. every ``eval_every`` steps evaluates validation bits/dim with the EMA
    weights, writes a sample grid and a bpd curve, TensorBoard summaries and
    one line of ``metrics.jsonl``; checkpoints every ``checkpoint_every``
-   steps and on exit (also on Ctrl-C / SIGTERM);
+   steps and on exit (also on Ctrl-C / SIGTERM, at the end of the step in
+   flight; a second signal stops at once);
 7. at the end evaluates the test split with the importance-weighted bound.
 
 Killing the process at any point and re-running the same command resumes
@@ -28,6 +29,7 @@ from the last checkpoint: the data position is a function of the step.
 import math
 import os
 import signal
+import threading
 import time
 
 import numpy as np
@@ -54,8 +56,8 @@ class TrainingError(RuntimeError):
   """Training cannot continue (one-line message)."""
 
 
-class _Interrupted(Exception):
-  pass
+class _Interrupted(KeyboardInterrupt):
+  """Ctrl-C / SIGTERM during training: checkpoint, then stop (exit 130)."""
 
 
 class Trainer:
@@ -506,19 +508,31 @@ class Trainer:
     iterator = iter(self.strategy.experimental_distribute_dataset(batches))
     if self.bar is not None:
       self.bar.restart(start)
-    previous_handler = signal.getsignal(signal.SIGTERM)
+    # SIGINT/SIGTERM only set a flag, checked before every step: a handler
+    # that raises can be lost (Python drops exceptions raised while it runs
+    # a finalizer), a flag cannot. A second signal stops at once (e.g. in a
+    # long evaluation).
+    requested = []
 
-    def on_sigterm(signum, frame):
-      del signum, frame
-      raise _Interrupted()
+    def on_signal(signum, frame):
+      del frame
+      if requested:
+        raise _Interrupted()
+      requested.append(signum)
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    previous_handlers = {}
+    if threading.current_thread() is threading.main_thread():
+      for s in (signal.SIGINT, signal.SIGTERM):
+        previous_handlers[s] = signal.getsignal(s)
+        signal.signal(s, on_signal)
     window_images = 0
     window_start = time.time()
     step = start
     cpu_start = time.process_time()
     try:
       while step < cfg.train_steps:
+        if requested:
+          raise _Interrupted()
         if cfg.max_cpu_seconds and (
             self.cpu_seconds + time.process_time() - cpu_start >=
             cfg.max_cpu_seconds):
@@ -553,7 +567,8 @@ class Trainer:
                   'saved. Re-run the same command to resume.')
       raise
     finally:
-      signal.signal(signal.SIGTERM, previous_handler)
+      for s, handler in previous_handlers.items():
+        signal.signal(s, handler)
     self.cpu_seconds += time.process_time() - cpu_start
     if self.bar is not None:
       self.bar.close()
