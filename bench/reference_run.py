@@ -37,7 +37,24 @@ def _histogram_bpd(data_config, num_levels):
                                           num_levels)
 
 
-def report(workdir):
+def _accumulate(records, keys):
+  """Makes per-session counters cumulative, in place.
+
+  Trainers before the checkpointed clock restarted ``cpu_seconds`` and
+  ``elapsed_sec`` at 0 on every resume; a drop marks a new session, whose
+  counts are added to the previous session's last.
+  """
+  for key in keys:
+    offset = previous = 0.
+    for record in records:
+      raw = float(record.get(key, 0.))
+      if raw < previous:
+        offset += previous
+      previous = raw
+      record[key] = raw + offset
+
+
+def report(workdir, note=''):
   """(text, markdown, figures to copy) of a finished or running workdir."""
   from tfp_flowpp import data as data_lib  # pylint: disable=g-import-not-at-top
   from tfp_flowpp import model_builder  # pylint: disable=g-import-not-at-top
@@ -56,13 +73,14 @@ def report(workdir):
     raise SystemExit(f'reference_run.py: {workdir} has no evaluation record '
                      'yet.')
   evaluated = [r for r in records if r.get('source') == 'bin/evaluate']
+  _accumulate(trained, ('cpu_seconds', 'elapsed_sec'))
   params = model_builder.count_parameters(
       model_builder.build_model(model_config))
   last = trained[-1]
   histogram = _histogram_bpd(data_config, model_config.num_levels)
 
   headers = ['step', 'epoch', 'train bpd', 'validation bpd (EMA, k = 1)',
-             'train img/s', 'CPU s']
+             'train img/s', 'CPU s (cumulative)']
   rows = [[f"{r['step']:,}", f"{r['epoch']:.2f}", f"{r['train_bpd']:.4f}",
            f"{r['val_bpd']:.4f}", f"{r['images_per_sec']:.1f}",
            f"{r['cpu_seconds']:,.0f}"] for r in trained]
@@ -111,6 +129,7 @@ def report(workdir):
       f'{data_config.validation_size:,} images held out of the training '
       'split; validation bpd on the first '
       f'{train_config.max_eval_images or "all"} of them.',
+      *([f'* {note}'] if note else []),
       '', _common.markdown_table(headers, rows), '',
       _common.markdown_table(test_headers, test_rows), '',
   ]
@@ -130,8 +149,11 @@ def main(argv):
                                'Print only; no doc.')
   parser.add_argument('--workdir', required=True,
                       help='The bin/train run to report.')
+  parser.add_argument('--note', default='',
+                      help='A sentence of provenance for the doc (e.g. '
+                      'the command, or how the run was resumed).')
   args = parser.parse_args(argv[1:])
-  text, markdown, figures = report(args.workdir)
+  text, markdown, figures = report(args.workdir, args.note)
   print(text)
   doc = _common.output_doc(args)
   if doc:

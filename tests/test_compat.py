@@ -69,6 +69,15 @@ def test_v0_1_workdir_resumes_training(tmp_path):
   record = training.Trainer(model_config, data_config, train_config,
                             workdir).run()
   assert record['step'] == 22 and np.isfinite(record['test_bpd'])
+  # Its checkpoint has no clock: training time goes on from the last record.
+  logged = _expected_last_record()
+  assert record['cpu_seconds'] > logged['cpu_seconds']
+  assert record['elapsed_sec'] > logged['elapsed_sec']
+
+
+def _expected_last_record():
+  with open(os.path.join(GOLDEN, 'metrics.jsonl')) as f:
+    return json.loads(f.read().splitlines()[-1])
 
 
 def test_model_config_reads_older_and_rejects_newer_files():

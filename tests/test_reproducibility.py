@@ -29,11 +29,19 @@ FLAGS = ('--dropout=0.2', f'--train_steps={2 * N}', f'--checkpoint_every={N}',
 
 
 def _checkpoint(workdir):
-  """Every tensor of the latest checkpoint (strings included), by key."""
+  """Every tensor of the latest checkpoint (strings included), by key.
+
+  All but the clock (training wall and CPU seconds so far, which no two runs
+  share): its presence and sense are checked, then it is left out.
+  """
   path = tf.train.latest_checkpoint(os.path.join(workdir, 'checkpoints'))
   assert path and path.endswith(f'-{2 * N}'), path
   reader = tf.train.load_checkpoint(path)
-  return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()}
+  tensors = {k: reader.get_tensor(k)
+             for k in reader.get_variable_to_shape_map()}
+  wall, cpu = tensors.pop('clock/.ATTRIBUTES/VARIABLE_VALUE')
+  assert 0. < wall and 0. < cpu, (wall, cpu)
+  return tensors
 
 
 def _max_difference(a, b):

@@ -693,3 +693,27 @@ def test_a_signal_stops_training_at_the_next_step_with_a_checkpoint(
   assert 'Interrupted at step 3; checkpoint saved' in trainer.stream.getvalue()
   assert os.path.exists(tmp_path / 'checkpoints' / 'ckpt-3.index')
   assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_training_time_adds_up_across_resumes(tmp_path):
+  """wall/CPU seconds (and so --max_cpu_seconds) continue from the checkpoint."""
+  config = train_config(train_steps=4, eval_every=4, checkpoint_every=2)
+  first = trainer_lib.Trainer(tiny_model_config(), DATA, config,
+                              str(tmp_path), stream=io.StringIO()).run()
+  resumed = trainer_lib.Trainer(
+      tiny_model_config(), DATA, train_config(
+          train_steps=6, eval_every=4, checkpoint_every=2),
+      str(tmp_path), stream=io.StringIO())
+  assert resumed.restore_or_initialize() == 4
+  assert resumed.cpu_seconds == pytest.approx(first['cpu_seconds'])
+  assert resumed.elapsed == pytest.approx(first['elapsed_sec'])
+  second = resumed.run()
+  assert second['cpu_seconds'] > first['cpu_seconds'] > 0.
+  assert second['elapsed_sec'] > first['elapsed_sec'] > 0.
+  # A budget already spent before the resume stops the resumed run at once.
+  budget = trainer_lib.Trainer(
+      tiny_model_config(), DATA, train_config(
+          train_steps=20, eval_every=4, checkpoint_every=2,
+          max_cpu_seconds=second['cpu_seconds'] / 2),
+      str(tmp_path), stream=io.StringIO())
+  assert budget.run()['step'] == 6

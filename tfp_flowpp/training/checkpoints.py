@@ -32,17 +32,20 @@ class CheckpointError(ValueError):
 
 
 def make_checkpoint(model, optimizer, step, skipped, consecutive_skips=None,
-                    loss_scale=None):
+                    loss_scale=None, clock=None):
   """The run's `tf.train.Checkpoint` (the optional objects only if given).
 
   ``consecutive_skips`` is saved since v0.2, ``loss_scale`` (the
-  `DynamicLossScale`, under the same key in every precision) since v0.2.
+  `DynamicLossScale`, under the same key in every precision) since v0.2,
+  ``clock`` (training wall and CPU seconds so far) since v0.3.
   """
   extra = {}
   if consecutive_skips is not None:
     extra['consecutive_skips'] = consecutive_skips
   if loss_scale is not None:
     extra['loss_scale'] = loss_scale
+  if clock is not None:
+    extra['clock'] = clock
   return tf.train.Checkpoint(
       model=model, optimizer=optimizer, step=step, skipped=skipped, **extra)
 
@@ -50,9 +53,10 @@ def make_checkpoint(model, optimizer, step, skipped, consecutive_skips=None,
 def restore_training_state(checkpoint, path):
   """Restores the checkpoint ``path`` into the `make_checkpoint` ``checkpoint``.
 
-  Checkpoints written before ``consecutive_skips`` or the loss scale were
-  saved restore everything else and leave those as they are (0 and the
-  initial scale in a new `Trainer`, what those versions resumed with).
+  Checkpoints written before ``consecutive_skips``, the loss scale or the
+  clock were saved restore everything else and leave those as they are (0
+  and the initial scale in a new `Trainer`, what those versions resumed
+  with).
 
   Raises:
     One of `RESTORE_ERRORS` if the checkpoint does not fit or is unreadable.
@@ -60,15 +64,19 @@ def restore_training_state(checkpoint, path):
   names = [name for name, _ in tf.train.list_variables(path)]
   keep_skips = 'consecutive_skips/.ATTRIBUTES/VARIABLE_VALUE' in names
   keep_scale = any(name.startswith('loss_scale/') for name in names)
+  keep_clock = 'clock/.ATTRIBUTES/VARIABLE_VALUE' in names
   consecutive = getattr(checkpoint, 'consecutive_skips', None)
   scale = getattr(checkpoint, 'loss_scale', None)
+  clock = getattr(checkpoint, 'clock', None)
   if (consecutive is not None and not keep_skips) or (
-      scale is not None and not keep_scale):
+      scale is not None and not keep_scale) or (
+          clock is not None and not keep_clock):
     checkpoint = make_checkpoint(
         checkpoint.model, checkpoint.optimizer, checkpoint.step,
         checkpoint.skipped,
         consecutive_skips=consecutive if keep_skips else None,
-        loss_scale=scale if keep_scale else None)
+        loss_scale=scale if keep_scale else None,
+        clock=clock if keep_clock else None)
   checkpoint.restore(path).assert_existing_objects_matched()
 
 

@@ -191,6 +191,14 @@ class Trainer:
           trainable=False,
           name='consecutive_skips',
           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+      # [training wall seconds, training CPU seconds] at the last save, so
+      # both (and the --max_cpu_seconds budget) add up across resumes.
+      self.clock = tf.Variable(
+          [0., 0.],
+          dtype=tf.float64,
+          trainable=False,
+          name='clock',
+          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
       # [sum, count] of the training bpd of applied steps, per log window
       # and per evaluation window; read and reset from Python.
       self.window_bpd = tf.Variable(
@@ -212,7 +220,8 @@ class Trainer:
         self.step,
         self.skipped,
         consecutive_skips=self.consecutive_skips,
-        loss_scale=self.loss_scale)
+        loss_scale=self.loss_scale,
+        clock=self.clock)
     directory = self.workdir.checkpoint_dir
     if not self.chief:
       # Multi-worker saving is collective: every worker saves, non-chief
@@ -280,6 +289,7 @@ class Trainer:
       step = int(self.step.numpy())
       if self.chief:
         self.workdir.truncate_metrics(step)
+      self._restore_clock(latest, step)
       self._print(f'Resumed from {latest} at step {step} '
                   f'({int(self.skipped.numpy())} skipped so far).')
       return
@@ -315,7 +325,27 @@ class Trainer:
         f'parameters on {int(batch.shape[0])} images '
         f'({time.time() - started:.1f}s): {init_bpd:.4f} bits/dim. Training '
         f'with {strategy_lib.describe(self.strategy)}.')
-    self.manager.save(checkpoint_number=0)
+    self._save(0, 0., 0.)
+
+  def _restore_clock(self, path, step):
+    """Training wall/CPU seconds so far: the checkpoint's, else the log's.
+
+    Checkpoints written before the clock was saved resume from the last
+    metrics record at or before ``step`` (what was logged by then).
+    """
+    names = [name for name, _ in tf.train.list_variables(path)]
+    if 'clock/.ATTRIBUTES/VARIABLE_VALUE' in names:
+      self.elapsed, self.cpu_seconds = (float(v) for v in self.clock.numpy())
+      return
+    for record in reversed(self.workdir.read_metrics()):
+      if record.get('step', math.inf) <= step and 'cpu_seconds' in record:
+        self.elapsed = float(record.get('elapsed_sec', 0.))
+        self.cpu_seconds = float(record['cpu_seconds'])
+        return
+
+  def _save(self, step, elapsed, cpu_seconds):
+    self.clock.assign([elapsed, cpu_seconds])
+    self.manager.save(checkpoint_number=step)
 
   # Train step ----------------------------------------------------------------
 
@@ -552,7 +582,8 @@ class Trainer:
           window_images = 0
           window_start = time.time()
         if step % cfg.checkpoint_every == 0 and not last:
-          self.manager.save(checkpoint_number=step)
+          self._save(step, self.elapsed + time.time() - window_start,
+                     self.cpu_seconds + time.process_time() - cpu_start)
         if step % cfg.eval_every == 0 and not last:
           eval_start = time.time()
           self.cpu_seconds += time.process_time() - cpu_start
@@ -560,7 +591,9 @@ class Trainer:
           cpu_start = time.process_time()
           window_start += time.time() - eval_start
     except (KeyboardInterrupt, _Interrupted):
-      self.manager.save(checkpoint_number=int(self.step.numpy()))
+      self._save(int(self.step.numpy()),
+                 self.elapsed + time.time() - window_start,
+                 self.cpu_seconds + time.process_time() - cpu_start)
       if self.bar is not None:
         self.bar.close()
       self._print(f'Interrupted at step {int(self.step.numpy())}; checkpoint '
@@ -572,7 +605,7 @@ class Trainer:
     self.cpu_seconds += time.process_time() - cpu_start
     if self.bar is not None:
       self.bar.close()
-    self.manager.save(checkpoint_number=step)
+    self._save(step, self.elapsed, self.cpu_seconds)
     return self._final(step, self._train_stats())
 
   def _log(self, step, grad_norm):
