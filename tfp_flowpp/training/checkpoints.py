@@ -58,6 +58,9 @@ def restore_training_state(checkpoint, path):
   and the initial scale in a new `Trainer`, what those versions resumed
   with).
 
+  Returns:
+    The names of the checkpoint's variables (to tell which it held).
+
   Raises:
     One of `RESTORE_ERRORS` if the checkpoint does not fit or is unreadable.
   """
@@ -78,6 +81,7 @@ def restore_training_state(checkpoint, path):
         loss_scale=scale if keep_scale else None,
         clock=clock if keep_clock else None)
   checkpoint.restore(path).assert_existing_objects_matched()
+  return names
 
 
 @contextlib.contextmanager

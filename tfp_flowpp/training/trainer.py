@@ -283,13 +283,13 @@ class Trainer:
       with self.strategy.scope():
         self.optimizer.build(self.variables)
       try:
-        checkpoints.restore_training_state(self.checkpoint, latest)
+        names = checkpoints.restore_training_state(self.checkpoint, latest)
       except checkpoints.RESTORE_ERRORS as e:
         raise checkpoints.restore_error(latest, e) from e
       step = int(self.step.numpy())
       if self.chief:
         self.workdir.truncate_metrics(step)
-      self._restore_clock(latest, step)
+      self._restore_clock(names, step)
       self._print(f'Resumed from {latest} at step {step} '
                   f'({int(self.skipped.numpy())} skipped so far).')
       return
@@ -327,13 +327,13 @@ class Trainer:
         f'with {strategy_lib.describe(self.strategy)}.')
     self._save(0, 0., 0.)
 
-  def _restore_clock(self, path, step):
+  def _restore_clock(self, names, step):
     """Training wall/CPU seconds so far: the checkpoint's, else the log's.
 
-    Checkpoints written before the clock was saved resume from the last
-    metrics record at or before ``step`` (what was logged by then).
+    ``names``: the restored checkpoint's variables. Checkpoints written
+    before the clock was saved resume from the last metrics record at or
+    before ``step`` (what was logged by then).
     """
-    names = [name for name, _ in tf.train.list_variables(path)]
     if 'clock/.ATTRIBUTES/VARIABLE_VALUE' in names:
       self.elapsed, self.cpu_seconds = (float(v) for v in self.clock.numpy())
       return
@@ -590,7 +590,7 @@ class Trainer:
           self._evaluate(step, self._train_stats())
           cpu_start = time.process_time()
           window_start += time.time() - eval_start
-    except (KeyboardInterrupt, _Interrupted):
+    except KeyboardInterrupt:  # _Interrupted included.
       self._save(int(self.step.numpy()),
                  self.elapsed + time.time() - window_start,
                  self.cpu_seconds + time.process_time() - cpu_start)
