@@ -440,7 +440,8 @@ def run(args):
       spec = {'kind': kind, 'config': config, 'image_shape': list(shape),
               'num_levels': levels, 'batch': batch, 'glow': glow,
               'min_seconds': min_seconds,
-              'profile': kind == 'ours' and not quick and args.profile,
+              'profile': (kind in ('ours', 'ours_bf16') and not quick and
+                          args.profile),
               'profile_calls': 2 if levels == 256 else 5}
       phases = ('log_prob', 'sample', 'train')
       if kind == 'ours_bf16':  # The precision axis: the same model in bf16.
@@ -693,38 +694,43 @@ def report(results, command):
       'the traced function before Grappler.')
   md.append('')
 
-  # Profiles.
-  profiled = [e for e in models
-              if any(e['ours'][p].get('profile') for p in PHASES)]
-  for entry in profiled:
+  # Profiles: float32, then mixed_bfloat16 (train step and log_prob only).
+  profiled = [(e, kind, precision, phases) for e in models
+              for kind, precision, phases in (
+                  ('ours', 'float32', PHASES),
+                  ('ours_bf16', 'mixed_bfloat16', PHASES[:2]))
+              if any(e.get(kind, {}).get(p, {}).get('profile')
+                     for p in phases)]
+  for entry, kind, precision, phases in profiled:
+    runs = entry[kind]
     md.append(f"### Where the time goes: {entry['label']} "
-              f"(`{entry['config']}`, batch {entry['batch']})")
+              f"(`{entry['config']}`, batch {entry['batch']}, {precision})")
     md.append('')
     names = []
-    for phase in PHASES:
-      p = entry['ours'][phase].get('profile')
+    for phase in phases:
+      p = runs[phase].get('profile')
       for name, _, _, _ in (p['ops'][:10] if p else []):
         if name not in names:
           names.append(name)
     prof_rows = []
     for name in names:
       row = [f'`{name}`']
-      for phase in PHASES:
-        p = entry['ours'][phase].get('profile')
+      for phase in phases:
+        p = runs[phase].get('profile')
         hit = [o for o in (p['ops'] if p else []) if o[0] == name]
         row.append(f'{hit[0][1]:,.1f} ms ({100 * hit[0][2]:.0f}%)'
                    if hit else '–')
       prof_rows.append(row)
     prof_rows.append(['**all ops** (summed over threads)'] + [
-        f"{entry['ours'][p]['profile']['op_ms_per_call']:,.1f} ms"
-        if entry['ours'][p].get('profile') else '–' for p in PHASES
+        f"{runs[p]['profile']['op_ms_per_call']:,.1f} ms"
+        if runs[p].get('profile') else '–' for p in phases
     ])
     prof_rows.append(['wall time per call'] + [
-        f"{1000 * entry['ours'][p]['timing']['median']:,.1f} ms"
-        for p in PHASES
+        f"{1000 * runs[p]['timing']['median']:,.1f} ms" for p in phases
     ])
-    md.append(_common.markdown_table(['op type', 'train step', 'log_prob',
-                                      'sample'], prof_rows))
+    md.append(_common.markdown_table(
+        ['op type'] + [{'train': 'train step'}.get(p, p) for p in phases],
+        prof_rows))
     md.append('')
   if profiled:
     md.append(
