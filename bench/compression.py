@@ -193,19 +193,37 @@ def _bz2(array):
   return len(bz2.compress(array.tobytes(), 9))
 
 
+def _mosaic(images):
+  """The images tiled into one near-square image (WebP allows ≤ 16,383 px).
+
+  The columns are the divisor of N that makes the mosaic closest to square,
+  so no filler tile is needed; when N has no divisor within 4:1 (N prime,
+  say), the last row is filled with black tiles (a few bytes, counted).
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  n, h, w, c = images.shape
+  cols = min((d for d in range(1, n + 1) if n % d == 0),
+             key=lambda d: abs(np.log(d * w / (n // d * h))))
+  if max(cols * w / (n // cols * h), n // cols * h / (cols * w)) > 4:
+    cols = int(np.ceil(np.sqrt(n * h / w)))
+  rows = -(-n // cols)
+  padded = np.zeros((rows * cols, h, w, c), images.dtype)
+  padded[:n] = images
+  mosaic = padded.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4)
+  return np.ascontiguousarray(mosaic.reshape(rows * h, cols * w, c))
+
+
 def classical_codecs(images):
   """{codec: (per-image total bytes, whole-set bytes)} on uint8 images."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  n, h, w, c = images.shape
-  # The whole set as one tall image (N·H rows) for the image codecs.
-  tall = images.reshape(n * h, w, c)
+  mosaic = _mosaic(images)
   out = {}
   for name, fn, whole in (('PNG (optimize)', _png, _png),
                           ('WebP lossless', _webp, _webp), ('lzma', _lzma,
                                                             _lzma),
                           ('bz2', _bz2, _bz2)):
     per_image = sum(fn(np.ascontiguousarray(im)) for im in images)
-    whole_set = whole(tall if fn in (_png, _webp) else images)
+    whole_set = whole(mosaic if fn in (_png, _webp) else images)
     out[name] = (per_image, whole_set)
   return out
 
@@ -236,6 +254,11 @@ def run_dataset(key, label, workdir, split, num_images, args, tmp):
   print(f'== {label}: {workdir}', flush=True)
   base = dict(workdir=os.path.abspath(workdir), split=split,
               num_images=num_images)
+  # Classical codecs on the very same images (loaded without TensorFlow's
+  # models: the workers' images come from the same data config), first, so
+  # that nothing fails after the long model runs.
+  images = _images(base)
+  classical = classical_codecs(images)
   coding = dict(grid_bits=args.grid_bits, noise_bits=args.noise_bits,
                 max_batch_size=args.max_batch_size)
   path = os.path.join(tmp, f'{len(os.listdir(tmp))}.flowpp')
@@ -256,10 +279,6 @@ def run_dataset(key, label, workdir, split, num_images, args, tmp):
                    iw_samples=args.iw_samples), timeout=24 * 3600)
   print(f'   bounds: single {bounds["single_bpd"]:.4f}, IW '
         f'{bounds["iw_bpd"]:.4f} bits/dim', flush=True)
-  # Classical codecs on the very same images (loaded without TensorFlow's
-  # models: the workers' images come from the same data config).
-  images = _images(base)
-  classical = classical_codecs(images)
   return dict(key=key, label=label, workdir=workdir, num_images=len(images),
               image_shape=list(images.shape[1:]),
               num_levels=int(_num_levels(base)),
@@ -309,7 +328,7 @@ def _notes(env, command, args, load_after):
             '`optimize=True`, 8-bit grayscale), WebP lossless (Pillow, '
             '`lossless=True, quality=100, method=6`), lzma (preset 9 | '
             'extreme), bz2 (level 9); "whole set" = one file for all images '
-            '(the images stacked into one tall image for PNG/WebP).')
+            '(the images tiled into one near-square mosaic for PNG/WebP).')
   return md
 
 
