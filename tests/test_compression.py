@@ -623,3 +623,33 @@ def test_bench_quick_writes_its_section(tmp_path):
   # Fashion-MNIST has its own section, left for a later run to fill.
   assert '<!-- BEGIN compression_fashion_mnist -->' in text
   assert 'Not measured yet' in text
+
+
+def test_bench_whole_set_codecs_take_a_thousand_images():
+  """The whole-set PNG/WebP input is a near-square mosaic of every image.
+
+  A 1,000-image column (28,000 px) exceeded WebP's 16,383-px limit and
+  crashed the Fashion-MNIST bench after its model runs.
+  """
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(
+      'bench_compression', os.path.join(ROOT, 'bench', 'compression.py'))
+  sys.path.insert(0, os.path.join(ROOT, 'bench'))
+  try:
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+  finally:
+    sys.path.remove(os.path.join(ROOT, 'bench'))
+  rng = np.random.default_rng(0)
+  for n in (1000, 359, 60, 1):  # 359 is prime: the last row is filled.
+    images = rng.integers(0, 256, (n, 28, 28, 1)).astype(np.uint8)
+    mosaic = bench._mosaic(images)  # pylint: disable=protected-access
+    rows, cols = mosaic.shape[0] // 28, mosaic.shape[1] // 28
+    assert max(mosaic.shape) <= 16383 and rows * cols - n < max(rows, cols)
+    tiles = mosaic.reshape(rows, 28, cols, 28, 1).transpose(0, 2, 1, 3, 4)
+    tiles = tiles.reshape(-1, 28, 28, 1)
+    np.testing.assert_array_equal(tiles[:n], images)
+    assert not tiles[n:].any()
+  codecs = bench.classical_codecs(
+      rng.integers(0, 256, (1000, 28, 28, 1)).astype(np.uint8))
+  assert set(codecs) == {'PNG (optimize)', 'WebP lossless', 'lzma', 'bz2'}
