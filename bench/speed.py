@@ -694,11 +694,12 @@ def report(results, command):
       'the traced function before Grappler.')
   md.append('')
 
-  # Profiles: float32, then mixed_bfloat16 (train step and log_prob only).
+  # Profiles: per model, float32 and then mixed_bfloat16 (its phases only).
+  bf16_phases = [p for p in PHASES if p in MIXED_PRECISION_PHASES]
   profiled = [(e, kind, precision, phases) for e in models
               for kind, precision, phases in (
                   ('ours', 'float32', PHASES),
-                  ('ours_bf16', 'mixed_bfloat16', PHASES[:2]))
+                  ('ours_bf16', 'mixed_bfloat16', bf16_phases))
               if any(e.get(kind, {}).get(p, {}).get('profile')
                      for p in phases)]
   for entry, kind, precision, phases in profiled:
