@@ -404,6 +404,32 @@ def test_dropout_masks_are_a_function_of_the_seed_and_the_layer():
   assert not np.allclose(first, bound(seed, training=False))
 
 
+@pytest.mark.parametrize('dtype', [tf.float32, tf.bfloat16])
+@pytest.mark.parametrize('rate', [0.2, 0.5])
+def test_dropout_keeps_one_minus_rate_unbiased_and_seeded(rate, dtype):
+  """16-bit draws: keep fraction 1 − rate, E[y] = x, masks set by the seed."""
+  from tfp_flowpp.networks import blocks  # pylint: disable=g-import-not-at-top
+  x = tf.ones([5, 7, 9, 33], dtype)  # Odd size: the last 16-bit half unused.
+  seed = tf.constant([3, 4])
+  y = blocks._dropout(x, rate, seed, stream=2)  # pylint: disable=protected-access
+  assert y.dtype == dtype and y.shape == x.shape
+  y = y.numpy().astype(np.float64)
+  kept = y != 0
+  n = kept.size
+  # Binomial: 5 standard deviations.
+  assert abs(kept.mean() - (1 - rate)) < 5 * np.sqrt(rate * (1 - rate) / n)
+  np.testing.assert_allclose(y[kept], 1 / (1 - rate), rtol=1e-2)
+  np.testing.assert_array_equal(
+      y, blocks._dropout(x, rate, seed, stream=2).numpy().astype(np.float64))  # pylint: disable=protected-access
+  other = blocks._dropout(x, rate, seed, stream=3).numpy() != 0  # pylint: disable=protected-access
+  # Independent masks disagree with probability 2·rate·(1 − rate) >= 0.32.
+  assert (other != kept).mean() > 0.25
+  # Neighbouring elements (the two halves of one 32-bit draw) independent.
+  flat = kept.reshape(-1)[:n // 2 * 2].reshape(-1, 2)
+  both = (flat[:, 0] & flat[:, 1]).mean()
+  assert abs(both - (1 - rate)**2) < 5 * np.sqrt((1 - rate)**2 / flat.shape[0])
+
+
 @pytest.mark.parametrize('bad', [np.nan, np.inf, -np.inf])
 def test_non_finite_decoded_values_raise_instead_of_becoming_pixels(bad):
   """NaN would cast to -2**31; no public path returns such a pixel."""

