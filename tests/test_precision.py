@@ -138,6 +138,29 @@ def test_low_precision_bound_is_close_and_its_gradients_reach_every_variable(
   assert all(float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
 
 
+@pytest.mark.parametrize('low', [tf.bfloat16, tf.float16])
+def test_nonlinearities_of_16_bit_networks_compute_in_float32(low):
+  """concat_elu and gate: float32 inside, the network's dtype outside."""
+  from tfp_flowpp.networks import layers  # pylint: disable=g-import-not-at-top
+  x32 = tf.random.stateless_normal([3, 5, 5, 8], seed=[4, 2]) * 3.
+  x = tf.cast(x32, low)
+  for fn in (layers.concat_elu, layers.gate):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = fn(x)
+    assert y.dtype == low
+    assert tape.gradient(y, x).dtype == low
+    # One rounding of the float32 result of the rounded input, no more.
+    reference = tf.cast(fn(tf.cast(x, tf.float32)), low)
+    np.testing.assert_array_equal(y.numpy(), reference.numpy())
+    np.testing.assert_allclose(
+        tf.cast(y, tf.float32), fn(x32), rtol=2e-2, atol=2e-2)
+  graph = tf.function(layers.concat_elu).get_concrete_function(
+      tf.TensorSpec([None, 4], low)).graph
+  elus = [op for op in graph.get_operations() if op.type == 'Elu']
+  assert elus and all(op.outputs[0].dtype == tf.float32 for op in elus)
+
+
 @pytest.mark.parametrize('policy', ('float32',) + MIXED)
 def test_encode_decode_are_exact_in_every_precision(policy):
   model = _model(policy, seed_noise=0.2)
