@@ -35,6 +35,13 @@ def boundary_cast(compute_dtype, *tensors):
       None if t is None else tf.cast(t, compute_dtype) for t in tensors)
 
 
+def _in_float32(fn, x):
+  """``fn(x)``, computed in float32 (and cast back) when ``x`` is 16-bit."""
+  if x.dtype.size >= 4:
+    return fn(x)
+  return tf.cast(fn(tf.cast(x, tf.float32)), x.dtype)
+
+
 def concat_elu(x):
   """``elu([x, −x])`` along channels (PixelCNN++ nonlinearity).
 
@@ -67,9 +74,7 @@ def concat_elu(x):
        Likelihood and Other Modifications. In _International Conference on
        Learning Representations_, 2017. https://arxiv.org/abs/1701.05517
   """
-  if x.dtype.size < 4:  # bfloat16 / float16: the ELU in float32.
-    return tf.cast(_concat_elu(tf.cast(x, tf.float32)), x.dtype)
-  return _concat_elu(x)
+  return _in_float32(_concat_elu, x)
 
 
 def _concat_elu(x):
@@ -103,9 +108,7 @@ def gate(x):
        Language Modeling with Gated Convolutional Networks. In _International
        Conference on Machine Learning_, 2017. https://arxiv.org/abs/1612.08083
   """
-  if x.dtype.size < 4:  # bfloat16 / float16: the gate in float32.
-    return tf.cast(_gate(tf.cast(x, tf.float32)), x.dtype)
-  return _gate(x)
+  return _in_float32(_gate, x)
 
 
 def _gate(x):
@@ -275,10 +278,9 @@ class LayerNorm(tf.Module):
       self.beta = tf.Variable(tf.zeros([channels], dtype), name='beta')
 
   def __call__(self, x):
-    out_dtype = x.dtype
-    if x.dtype.size < 4:  # bfloat16 / float16: float32 statistics.
-      x = tf.cast(x, tf.float32)
+    return _in_float32(self._normalize, x)
+
+  def _normalize(self, x):
     mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
-    y = ((x - mean) * tf.math.rsqrt(variance + self.epsilon) *
-         tf.cast(self.gamma, x.dtype) + tf.cast(self.beta, x.dtype))
-    return tf.cast(y, out_dtype)
+    return ((x - mean) * tf.math.rsqrt(variance + self.epsilon) *
+            tf.cast(self.gamma, x.dtype) + tf.cast(self.beta, x.dtype))
