@@ -117,6 +117,50 @@ def test_gaussian_code_length_is_the_discretized_density(std):
   assert -1e-3 < excess < 1e-3, excess
 
 
+def test_uniform_sizes_round_trip_and_cost_log2_size():
+  rng = np.random.default_rng(3)
+  sizes = np.concatenate([rng.integers(1, 2**24 + 1, 3000),
+                          [1, 2, 2**24, 2**24 + 1, 3 * 2**24 - 1, 2**40 + 3,
+                           2**62]]).astype(np.int64)
+  values = (rng.random(sizes.size) * sizes).astype(np.int64)
+  values[-1] = 2**62 - 1
+  coder = _coder()
+  before, start = _state(coder), coder.num_valid_bits()
+  gaussian_coding.encode_uniform_sizes(coder, values, sizes)
+  cost = coder.num_valid_bits() - start
+  # Within 0.006 bits per value.
+  assert abs(cost - np.sum(np.log2(sizes.astype(np.float64)))) < 20, cost
+  np.testing.assert_array_equal(
+      gaussian_coding.decode_uniform_sizes(coder, sizes), values)
+  np.testing.assert_array_equal(_state(coder), before)
+  with pytest.raises(gaussian_coding.CodingError, match='range'):
+    gaussian_coding.encode_uniform_sizes(coder, [5], [5])
+
+
+@pytest.mark.parametrize('mean', [0.7, 37., 1.3e5, 2.**40])
+def test_geometric_code_round_trips_and_costs_its_log_probability(mean):
+  rng = np.random.default_rng(4)
+  n = 20000
+  values = np.floor(rng.exponential(mean, n)).astype(np.int64)
+  values[:5] = np.floor(np.array([30., 60., 200., 1e3, 1e4]) * mean)  # Escapes.
+  coder = _coder(words=100000)
+  before, start = _state(coder), coder.num_valid_bits()
+  gaussian_coding.encode_geometric(coder, values, mean)
+  cost = coder.num_valid_bits() - start
+  np.testing.assert_array_equal(
+      gaussian_coding.decode_geometric(coder, n, mean), values)
+  np.testing.assert_array_equal(_state(coder), before)
+  # −log2 of the discretised exponential: P(k) = e^{−k/m}(1 − e^{−1/m}).
+  rate = 1. / mean
+  ideal = np.sum(values[5:] * rate / math.log(2.)) - (n - 5) * np.log2(
+      -np.expm1(-rate))
+  coder = _coder(words=100000)
+  start = coder.num_valid_bits()
+  gaussian_coding.encode_geometric(coder, values[5:], mean)
+  excess = (coder.num_valid_bits() - start - ideal) / (n - 5)
+  assert -1e-3 < excess < 0.02, excess
+
+
 def test_bits_and_raw_images_round_trip():
   rng = np.random.default_rng(3)
   coder = _coder()
@@ -362,14 +406,6 @@ def test_flowpp_round_trip_is_bit_exact(flowpp_codec, compressed):
   assert dstats.coded_bits == stats.coded_bits
 
 
-@pytest.mark.xfail(
-    'amx_bf16' in precision.cpu_bf16_flags()
-    and os.environ.get('TF_ENABLE_ONEDNN_OPTS', '1') != '0',
-    reason='Open defect (stop 20): on a 2-core Xeon with AMX and oneDNN on, '
-    'the bits-back part is 0.0258 bits/dim above the bound (3.4712 vs '
-    '3.4454) on this tiny model; with TF_ENABLE_ONEDNN_OPTS=0 it passes, '
-    'and it passes on AMD Zen 4/5. The round trip stays bit-exact.',
-    strict=False)
 def test_code_length_is_the_bound_plus_accounted_overheads(compressed):
   """Bits-back part within 0.005 bits/dim of the bound at the coded noise.
 
@@ -395,6 +431,30 @@ def test_code_length_is_the_bound_plus_accounted_overheads(compressed):
   assert abs(stats.bootstrap_bits - expected) < 40
   payload_bits = 8 * (len(data) - file_format.HEADER_SIZE)
   assert 0 <= payload_bits - (stats.bootstrap_bits + stats.coded_bits) <= 64
+
+
+@pytest.mark.parametrize('seed', [1, 2, 3, 4])
+def test_flowpp_code_never_costs_more_than_the_bound_for_other_weights(seed):
+  """Bits-back part ≤ bound + 0.005 bits/dim on 4 more models; bit-exact.
+
+  These perturbed dequantizers put much of their noise deep in the squash's
+  tails (|t| > 4.9 on the 2^-20 grid). Measured gaps (bits/dim), before
+  `local_bits_back.Squash` → now: +0.0113 → −0.0052 (seed 1), +0.0184 →
+  −0.0329 (2), −0.0572 → −0.0321 (3), −0.0520 → −0.0477 (4). A code below
+  the bound is no error: in the tail bins the bound's implicit code for t
+  is the squash's own f'(t) (a Gaussian tail for Φ), and for noise with
+  heavier tails the geometric code is the better one.
+  """
+  model, config = _model(TINY_FLOWPP, seed=seed)
+  codec = compression.Codec(model, config,
+                            compression.CodingConfig(max_batch_size=8))
+  _, test = _digits_4x4()
+  images = test[48:96]
+  data, stats = codec.compress(images)
+  gap = stats.coded_bits_per_dim() - stats.bound_bits_per_dim()
+  assert gap < 0.005, gap
+  restored, _ = codec.decompress(data)
+  np.testing.assert_array_equal(restored, images)
 
 
 @pytest.mark.parametrize('fields', [TINY_GLOW, TINY_NICE],
@@ -662,3 +722,54 @@ def test_bench_whole_set_codecs_take_a_thousand_images():
   codecs = bench.classical_codecs(
       rng.integers(0, 256, (1000, 28, 28, 1)).astype(np.uint8))
   assert set(codecs) == {'PNG (optimize)', 'WebP lossless', 'lzma', 'bz2'}
+
+
+@pytest.mark.parametrize('grid_bits', [20, 24])
+@pytest.mark.parametrize('squash', [tfb.NormalCDF, tfb.Sigmoid],
+                         ids=['normal_cdf', 'sigmoid'])
+def test_squash_round_trips_and_costs_minus_log_derivative_in_its_tails(
+    squash, grid_bits):
+  """The dequantizer's last step, u = f(t) onto the bins of [0, 1).
+
+  t ~ N(0, 2²) puts 1.4% of the elements beyond 4.9, where Φ's last bin
+  of a 2^-20 grid begins, plus points far out in both tails (round trip
+  only). Measured, the cost against −log2 f'(t), in bits per element:
+  core −1e-4 to 6e-4 for both squashes and grids; Φ's tail elements (an
+  output bin holding ≥ 2^(grid_bits − 12) input bins) −0.055 (2^-20) and
+  −0.033 (2^-24). The Gaussian step that coded them before (`Elementwise`
+  with limits) paid +0.98 / +0.49 on those, and +3.4 / +1.3 beyond
+  |t| = 4.5; in the whole-model test it put the code 0.026 bits/dim above
+  the bound.
+  """
+  grid = grid_lib.CodingGrid(grid_bits, 12)
+  elementwise = flow_steps.compile_flow(squash(), (64, 64, 1), grid)[0].steps[0]
+  step = lbb.Squash(elementwise.transform, grid)
+  rng = np.random.default_rng(7)
+  t = rng.normal(0., 2., 64 * 64)
+  t[:8] = [-40., -9., -6.5, -5., 5., 6.5, 9., 40.]
+  k = np.floor(np.ldexp(t, grid_bits)).astype(np.int64).reshape(1, 64, 64, 1)
+  _, log_derivative = elementwise.transform.forward(grid.values(k))
+  ideal = -log_derivative.ravel() / math.log(2.)
+  coder = _coder(seed=3, words=100000)
+  before = _state(coder)
+  k_out = step.encode(coder, k)
+  np.testing.assert_array_equal(step.decode(coder, k_out), k)
+  np.testing.assert_array_equal(_state(coder), before)
+  assert k_out.min() >= 0 and k_out.max() < 2**grid_bits
+  tail = (k_out.ravel() < step.low) | (k_out.ravel() > step.high)
+  assert tail[[0, 1, 6, 7]].all() and tail.sum() < 0.2 * tail.size
+  # Costs on the N(0, 2²) draws (the far points only round-trip): all of
+  # them, then their tail elements alone.
+  def excess(where):
+    coder = _coder(seed=4, words=100000)
+    start = coder.num_valid_bits()
+    step.encode(coder, k.ravel()[where].reshape(1, -1, 1, 1))
+    return (coder.num_valid_bits() - start - ideal[where].sum()) / where.sum()
+  drawn = np.arange(k.size) >= 8
+  excess_core = excess(drawn & ~tail)
+  excess_tail = excess(drawn & tail) if (drawn & tail).sum() >= 8 else 0.
+  print(f'{squash.__name__} grid 2^-{grid_bits}: {tail.sum()} tail elements, '
+        f'excess {excess_core:.2e} bits per core element, {excess_tail:.3f} '
+        'per tail element')
+  assert abs(excess_core) < 0.005, (excess_core, excess_tail)
+  assert abs(excess_tail) < 0.5, excess_tail

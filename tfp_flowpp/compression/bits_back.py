@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from tfp_flowpp.compression import flow_steps
 from tfp_flowpp.compression import gaussian_coding
+from tfp_flowpp.compression import local_bits_back as lbb
 from tfp_flowpp.distributions import dequantization
 
 __all__ = ['ImageCoder', 'CorruptStreamError']
@@ -65,8 +66,11 @@ class ImageCoder:
       if noise_shape != self.image_shape:
         raise ValueError(f'The dequantizer maps to {noise_shape}, not the '
                          f'image shape {self.image_shape}.')
-      # The last step squashes into (0, 1): its bins must stay in [0, 1).
-      self.noise_flow.steps[-1].limits = (0, (1 << grid.grid_bits) - 1)
+      # The last step squashes into (0, 1): its bins must stay in [0, 1),
+      # and its tails hold many input bins per output bin.
+      last = self.noise_flow.steps[-1]
+      self.noise_flow.steps[-1] = lbb.Squash(last.transform, grid,
+                                             name=last.name)
     elif not isinstance(dequantizer, dequantization.UniformDequantizer):
       raise ValueError(f'Unknown dequantizer {type(dequantizer).__name__}.')
     self._bound = tf.function(self._bound_impl, input_signature=[spec, spec])

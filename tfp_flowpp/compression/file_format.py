@@ -7,7 +7,7 @@ Layout (all integers little-endian)::
                   text-mode transfers, as PNG's magic does)
     8       1     format version (`FORMAT_VERSION`)
     9       1     flags (bit 0: images carry a label channel — reserved for
-                  conditional models, must be 0 in version 1)
+                  conditional models, must be 0 in version 2)
     10      8     model fingerprint (`model_fingerprint`)
     18      6     image height, width, channels (uint16 each)
     24      2     levels per pixel L
@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 MAGIC = b'\x89FLOWPP\n'
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _FIELDS = struct.Struct('<8sBB8s3HHIBBHIBIHHB4s4sI')
 _CRC = struct.Struct('<I')
 HEADER_SIZE = _FIELDS.size + _CRC.size

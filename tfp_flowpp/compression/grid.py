@@ -10,8 +10,9 @@ with the noise scale ``σ = 2^-noise_bits``. The net cost of a step is
 the limit while the grid has to stay much finer than ``σ·|f'|`` (here
 ``δ/σ = 2^(noise_bits − grid_bits)``).
 
-Where ``|f'|`` is too small for that (a squash deep in its tail, a flat
-stretch of a mixture CDF), `noise_for` raises σ for that element until the
+Where ``|f'|`` is too small for that (a flat stretch of a mixture CDF; the
+dequantizer's squash codes its tails exactly instead, see
+`local_bits_back.Squash`), `noise_for` raises σ for that element until the
 output Gaussian spans `MIN_OUTPUT_BINS` bins, up to `MAX_NOISE`; the coding
 stays exact, and the extra cost is second order in the larger σ instead of
 the ``log2(δ/(σ·|f'|))`` bits a sub-bin output Gaussian would waste.

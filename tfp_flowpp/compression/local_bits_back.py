@@ -22,6 +22,9 @@ also undoes the step's effect on the coder). Step kinds:
 * `Elementwise`: the bits-back step above for a transform that acts on each
   element separately (``J`` diagonal) — preprocessing, normalisation, the
   transformed half of a coupling, the diagonal of a triangular matrix.
+* `Squash`: the dequantizer's final map onto the bins of [0, 1):
+  `Elementwise` where an output bin holds few input bins, an exact uniform
+  code of the input bin among those of its output bin in the flat tails.
 * `Shift`, `UnitTriangular`: volume-preserving maps that add to an element
   a function of *other* elements (additive couplings, the unit-triangular
   factors of a 1×1 convolution); coded *exactly* as integer shifts of the
@@ -42,7 +45,7 @@ import numpy as np
 from tfp_flowpp.compression import gaussian_coding
 
 __all__ = [
-    'Step', 'Elementwise', 'Shift', 'UnitTriangular', 'Permutation',
+    'Step', 'Elementwise', 'Squash', 'Shift', 'UnitTriangular', 'Permutation',
     'Sequence', 'Channels', 'Coupling'
 ]
 
@@ -173,6 +176,168 @@ class Elementwise(Step):
     except gaussian_coding.CodingError as e:
       raise gaussian_coding.CodingError(f'{self.name}: {e}') from e
     return k_in
+
+
+class Squash(Step):
+  """An increasing squash ``u = f(t)`` onto the bins of [0, 1), coded exactly.
+
+  The variational dequantizer ends in a squash (`tfb.NormalCDF`,
+  `tfb.Sigmoid`) whose derivative vanishes in its tails: there one output
+  bin of u holds many input bins of t (the last bin of Φ holds every
+  ``t ≥ Φ⁻¹(1 − δ)``, 4.9 on a 2^-20 grid), so the Gaussian step of
+  `Elementwise` would need an output Gaussian narrower than a bin or an
+  input noise wider than the curvature of ``log f'`` allows, and it wastes
+  10–30 bits on such an element. This step splits the output bins in two:
+
+  * **core** bins ``[B_lo, B_hi]``, where an output bin holds fewer than
+    ``16·2^(grid_bits − noise_bits − 4)`` input bins: the `Elementwise`
+    Gaussian step, with the draw kept inside the core;
+  * **tail** bins: u is the bin of ``f(t)`` (no draw) and t is pushed
+    uniformly among the input bins that map to it (``⌈b⌉`` from
+    ``f⁻¹`` at the bin edges, so both sides agree exactly), which costs
+    ``log2 n_b ≈ −log2 f'(t)`` bits; in the two end bins, whose preimage
+    is unbounded, the distance of t from the bin's edge is pushed under a
+    geometric law whose mean is the distance over which ``f'`` falls by a
+    factor e (with an escape, so any t codes).
+
+  Which part codes an element is decided by its output bin, which the
+  decoder sees first. The split assumes ``f'`` rises then falls (true of
+  both squashes).
+  """
+
+  def __init__(self, transform, grid, name='squash'):
+    self.transform = transform
+    self.grid = grid
+    self.name = name
+    self.top = (1 << grid.grid_bits) - 1
+    if not transform.forward(np.array([-1.]))[0][0] < transform.forward(
+        np.array([1.]))[0][0]:
+      raise ValueError(f'{name}: the squash must be increasing.')
+    self.max_tail_width = 1 << max(4, grid.grid_bits - grid.noise_bits)
+    middle = self.top // 2
+    self.low = self._bisect(0, middle, tail_below=True)
+    self.high = self._bisect(middle, self.top, tail_below=False)
+    self.core = Elementwise(transform, grid, limits=(self.low, self.high),
+                            name=name)
+
+  def _starts(self, b):
+    """First input bin of each output bin ``b`` (±2^62 beyond the ends)."""
+    b = np.asarray(b, np.int64)
+    edges = np.ldexp(np.clip(b, 1, self.top).astype(np.float64),
+                     -self.grid.grid_bits)
+    t, _ = self.transform.inverse(edges)
+    start = np.ceil(self.grid.bins(np.asarray(t, np.float64)))
+    start = np.clip(np.nan_to_num(start, nan=0.), -2.**62, 2.**62)
+    start = start.astype(np.int64)
+    start = np.where(b <= 0, np.int64(-2**62), start)
+    return np.where(b > self.top, np.int64(2**62), start)
+
+  def _width(self, b):
+    return self._starts(np.asarray(b) + 1) - self._starts(b)
+
+  def _bisect(self, lo, hi, tail_below):
+    """The core's first (``tail_below``) or last output bin."""
+    wide = lambda b: self._width(np.array([b]))[0] >= self.max_tail_width
+    if tail_below:  # Last wide bin below the first narrow one.
+      if not wide(lo):
+        return lo
+      while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if wide(mid) else (lo, mid)
+      return hi
+    if not wide(hi):
+      return hi
+    while hi - lo > 1:
+      mid = (lo + hi) // 2
+      lo, hi = (lo, mid) if wide(mid) else (mid, hi)
+    return lo
+
+  def _output_bins(self, k):
+    """The output bin b with ``starts(b) ≤ k < starts(b + 1)``."""
+    y, _ = self.transform.forward(self.grid.values(k))
+    b = np.clip(np.floor(self.grid.bins(y) + 0.5), 0, self.top).astype(
+        np.int64)
+    for _ in range(64):
+      below = (b > 0) & (self._starts(b) > k)
+      above = (b < self.top) & (self._starts(b + 1) <= k)
+      if not (below.any() or above.any()):
+        return b
+      b = b - below + above
+    raise gaussian_coding.CodingError(
+        f'{self.name}: the squash and its inverse disagree.')
+
+  def _ends(self):
+    """``(edge, mean)`` of the two end bins, in input bins.
+
+    Beyond the edge T of an end bin, ``f'(t) ≈ f'(T)·exp(−λ|t − T|)``
+    (λ = |T| for Φ, 1 for the sigmoid), so the distance from the edge is
+    coded geometrically with mean 1/λ: about ``−log2 f'(t)`` bits.
+    """
+    if not hasattr(self, '_end_cache'):
+      ends = []
+      for inner, edge_bin, inward in ((1, 1, 1), (self.top - 1, self.top,
+                                                  -1)):
+        edge = int(self._starts(np.array([edge_bin]))[0])
+        h = int(self._width(np.array([inner]))[0])
+        probe = np.array([edge + inward * h, edge])
+        _, ld = self.transform.forward(self.grid.values(probe))
+        rate = abs(float(ld[1] - ld[0])) / h  # Per input bin.
+        ends.append((edge, max(1., 1. / max(rate, 1e-300))))
+      self._end_cache = ends
+    return self._end_cache
+
+  def _push_tail(self, coder, k, b):
+    (low_edge, low_mean), (high_edge, high_mean) = self._ends()
+    mid = (b > 0) & (b < self.top)
+    if (b == 0).any():
+      gaussian_coding.encode_geometric(coder, low_edge - 1 - k[b == 0],
+                                       low_mean)
+    if (b == self.top).any():
+      gaussian_coding.encode_geometric(coder, k[b == self.top] - high_edge,
+                                       high_mean)
+    if mid.any():
+      start, width = self._starts(b[mid]), self._width(b[mid])
+      gaussian_coding.encode_uniform_sizes(coder, k[mid] - start, width)
+
+  def _pop_tail(self, coder, b):
+    (low_edge, low_mean), (high_edge, high_mean) = self._ends()
+    k = np.zeros(b.shape, np.int64)
+    mid = (b > 0) & (b < self.top)
+    if mid.any():
+      start, width = self._starts(b[mid]), self._width(b[mid])
+      k[mid] = start + gaussian_coding.decode_uniform_sizes(coder, width)
+    if (b == self.top).any():
+      k[b == self.top] = high_edge + gaussian_coding.decode_geometric(
+          coder, np.sum(b == self.top), high_mean)
+    if (b == 0).any():
+      k[b == 0] = low_edge - 1 - gaussian_coding.decode_geometric(
+          coder, np.sum(b == 0), low_mean)
+    return k
+
+  def encode(self, coder, k, context=None):
+    del context
+    k = np.asarray(k, np.int64)
+    flat = k.ravel()
+    b = self._output_bins(flat)
+    core = (b >= self.low) & (b <= self.high)
+    out = b.copy()
+    if core.any():
+      out[core] = self.core.encode(coder, flat[core])
+    if (~core).any():
+      self._push_tail(coder, flat[~core], b[~core])
+    return out.reshape(k.shape)
+
+  def decode(self, coder, k, context=None):
+    del context
+    k = np.asarray(k, np.int64)
+    flat = k.ravel()
+    core = (flat >= self.low) & (flat <= self.high)
+    restored = np.zeros(flat.shape, np.int64)
+    if (~core).any():
+      restored[~core] = self._pop_tail(coder, flat[~core])
+    if core.any():
+      restored[core] = self.core.decode(coder, flat[core])
+    return restored.reshape(k.shape)
 
 
 class Shift(Step):
