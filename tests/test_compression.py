@@ -28,7 +28,6 @@ from tfp_flowpp import compression
 from tfp_flowpp import config as config_lib
 from tfp_flowpp import model_builder
 from tfp_flowpp import networks
-from tfp_flowpp import precision
 from tfp_flowpp.compression import bits_back
 from tfp_flowpp.compression import bootstrap
 from tfp_flowpp.compression import codec as codec_lib
