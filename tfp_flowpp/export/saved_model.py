@@ -69,6 +69,7 @@ import tfp_flowpp
 from tfp_flowpp import precision
 from tfp_flowpp.distributions import discrete_image_flow
 from tfp_flowpp.export import versions
+from tfp_flowpp.networks import blocks
 
 __all__ = ['export_saved_model', 'make_serving_module', 'read_metadata',
            'FORMAT', 'FUNCTION_NAMES', 'METADATA_PATH', 'SIGNATURE_NAMES']
@@ -213,7 +214,17 @@ def make_serving_module(model, decode_batch_size=32):
   Returns:
     ``(module, signatures)``: ``signatures`` maps each name of
     `SIGNATURE_NAMES` to a concrete function, for ``tf.saved_model.save``.
+
+  Attention is traced with TensorFlow's own gradient
+  (`networks.blocks.plain_attention_gradients`): the saved graphs then hold
+  one custom gradient, ``flow_log_prob``'s, instead of one per attention
+  call of every function.
   """
+  with blocks.plain_attention_gradients():
+    return _make_serving_module(model, decode_batch_size)
+
+
+def _make_serving_module(model, decode_batch_size):
   if not isinstance(model, discrete_image_flow.DiscreteImageFlow):
     raise TypeError(f'export needs a DiscreteImageFlow, got {type(model)}.')
   if model.num_levels > 256:
@@ -367,7 +378,8 @@ def make_serving_module(model, decode_batch_size=32):
     @tf.custom_gradient
     def frozen(y):
       def grad(upstream, variables=None):
-        with tf.GradientTape() as tape:
+        # Traced when the SavedModel is written, outside make_serving_module.
+        with tf.GradientTape() as tape, blocks.plain_attention_gradients():
           tape.watch(y)
           log_p = masked_log_prob(tf.cast(y, float_dtype), labels)
         # Images are independent: d(sum_i u_i log p_i)/dy.

@@ -11,7 +11,9 @@ stateless ``[2]`` seed, which each block folds with its ``dropout_stream``
 gives the same masks on every run and after a resume.
 """
 
+import contextlib
 import math
+import threading
 
 import tensorflow as tf
 
@@ -19,7 +21,7 @@ from tfp_flowpp.networks import layers
 
 __all__ = [
     'GatedConvBlock', 'GatedAttentionBlock', 'PointwiseMaxoutBlock',
-    'assign_dropout_streams'
+    'assign_dropout_streams', 'attention', 'plain_attention_gradients'
 ]
 
 
@@ -35,6 +37,54 @@ ATTENTION_CHUNK_BYTES = 6 * 2**20
 MAX_UNROLLED_ATTENTION_CHUNKS = 16
 # Resolution of a dropout draw (16-bit uniforms, see `_dropout`).
 _DROPOUT_LEVELS = 2**16
+
+
+_TRACING = threading.local()
+
+
+@contextlib.contextmanager
+def plain_attention_gradients():
+  """`attention` traced inside has TensorFlow's own gradient, not ours.
+
+  For graphs that are saved (`export.export_saved_model`): with
+  ``tf.saved_model.SaveOptions(experimental_custom_gradients=True)``, which
+  the export needs for ``flow_log_prob``'s frozen gradient, TensorFlow
+  traces and serialises a gradient function for every custom-gradient op of
+  every saved function. The hand-written attention gradient is a training
+  speed-up only; the forward values are the same ops either way.
+
+  >>> import tensorflow as tf
+  >>> from tfp_flowpp.networks import blocks
+  >>> q = tf.ones([1, 1, 3, 2])
+  >>> @tf.function
+  ... def f(q):
+  ...   return blocks.attention(q, q, q)
+  >>> def identity_n_ops(q):
+  ...   graph = f.get_concrete_function(q).graph
+  ...   return sum(op.type == 'IdentityN' for op in graph.get_operations())
+  >>> identity_n_ops(q) > 0  # tf.custom_gradient's marker op
+  True
+  >>> with blocks.plain_attention_gradients():
+  ...   print(identity_n_ops(tf.ones([2, 1, 3, 2])))  # A new trace.
+  0
+  """
+  depth = getattr(_TRACING, 'plain', 0)
+  _TRACING.plain = depth + 1
+  try:
+    yield
+  finally:
+    _TRACING.plain = depth
+
+
+def _plain_attention_core(q, k, v):
+  return tf.matmul(tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1),
+                   v)
+
+
+def _core(q, k, v):
+  if getattr(_TRACING, 'plain', 0):
+    return _plain_attention_core(q, k, v)
+  return _attention_core(q, k, v)
 
 
 @tf.custom_gradient
@@ -107,18 +157,18 @@ def attention(q, k, v):
   heads, steps, dim = q.shape[1:]
   q = q * tf.constant(1. / math.sqrt(dim), q.dtype)
   if steps is None or heads is None:
-    return _attention_core(q, k, v)
+    return _core(q, k, v)
   per_image = heads * steps * steps * q.dtype.size
   images_per_chunk = max(1, ATTENTION_CHUNK_BYTES // per_image)
   batch = q.shape[0]
   if batch is not None:
     chunks = -(-batch // images_per_chunk)
     if chunks <= 1:
-      return _attention_core(q, k, v)
+      return _core(q, k, v)
     if chunks <= MAX_UNROLLED_ATTENTION_CHUNKS:
       sizes = [batch // chunks + (i < batch % chunks) for i in range(chunks)]
       parts = zip(tf.split(q, sizes), tf.split(k, sizes), tf.split(v, sizes))
-      return tf.concat([_attention_core(*p) for p in parts], axis=0)
+      return tf.concat([_core(*p) for p in parts], axis=0)
   batch = tf.shape(q)[0]
   chunks = tf.maximum(1, -(-batch // images_per_chunk))
   size = -(-batch // chunks)
@@ -128,7 +178,7 @@ def attention(q, k, v):
     return tf.reshape(t, [chunks, size, heads, steps, dim])
 
   out = tf.map_fn(
-      lambda qkv: _attention_core(*qkv), (grouped(q), grouped(k), grouped(v)),
+      lambda qkv: _core(*qkv), (grouped(q), grouped(k), grouped(v)),
       fn_output_signature=q.dtype)
   return tf.reshape(out, [chunks * size, heads, steps, dim])[:batch]
 
