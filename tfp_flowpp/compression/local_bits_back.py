@@ -236,21 +236,23 @@ class Squash(Step):
     return self._starts(np.asarray(b) + 1) - self._starts(b)
 
   def _bisect(self, lo, hi, tail_below):
-    """The core's first (``tail_below``) or last output bin."""
+    """The core's first (``tail_below``) or last output bin in [lo, hi].
+
+    Below the middle the preimages narrow as b grows, above it they widen:
+    bisection for the boundary between wide (≥ ``max_tail_width``) and
+    narrow bins, with the outer end wide and the inner end narrow.
+    """
     wide = lambda b: self._width(np.array([b]))[0] >= self.max_tail_width
-    if tail_below:  # Last wide bin below the first narrow one.
-      if not wide(lo):
-        return lo
-      while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if wide(mid) else (lo, mid)
-      return hi
-    if not wide(hi):
-      return hi
+    outer = lo if tail_below else hi
+    if not wide(outer):
+      return outer
     while hi - lo > 1:
       mid = (lo + hi) // 2
-      lo, hi = (lo, mid) if wide(mid) else (mid, hi)
-    return lo
+      if wide(mid) == tail_below:
+        lo = mid
+      else:
+        hi = mid
+    return hi if tail_below else lo
 
   def _output_bins(self, k):
     """The output bin b with ``starts(b) ≤ k < starts(b + 1)``."""
