@@ -529,5 +529,13 @@ def update_doc_section(name, body, path=DOC_PATH):
   os.replace(tmp, path)
 
 
+def write_section(doc, name, lines, env, command):
+  """Section ``name`` of ``doc``: ``lines`` then the environment lines."""
+  body = '\n'.join(list(lines) + environment_lines(
+      env, command, load_after=load_average()))
+  update_doc_section(name, body, doc)
+  print(f'Wrote the {name} section of {doc}')
+
+
 def relative_to_doc(path, doc_path):
   return os.path.relpath(path, os.path.dirname(os.path.abspath(doc_path)))

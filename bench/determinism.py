@@ -117,7 +117,7 @@ def run(args):
   print(_common.text_table(headers, rows))
   doc = _common.output_doc(args)
   if doc:
-    body = '\n'.join([
+    _common.write_section(doc, SECTION, [
         '## Determinism (`--deterministic`)', '',
         f'Each row: a fresh process trains {steps} steps, restores every '
         'variable (weights, ActNorm state, Adam moments, EMA copies, '
@@ -126,12 +126,7 @@ def run(args):
         '[reproducibility](reproducibility.md)) makes the replay '
         'bit-identical; the cost is the step time.', '',
         _common.markdown_table(headers, rows), '',
-        *_common.environment_lines(
-            env, _common.reproduce_command('determinism.py', sys.argv),
-            load_after=_common.load_average()),
-    ])
-    _common.update_doc_section(SECTION, body, doc)
-    print(f'Wrote the {SECTION} section of {doc}')
+    ], env, _common.reproduce_command('determinism.py', sys.argv))
 
 
 def main(argv):

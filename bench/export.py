@@ -165,7 +165,7 @@ def run(args):
   print(_common.text_table(trace_headers, trace_rows))
   doc = _common.output_doc(args)
   if doc:
-    body = '\n'.join([
+    _common.write_section(doc, SECTION, [
         '## SavedModel export: where the time goes', '',
         'Each config in a fresh process: the model is built and initialised '
         'on random images, then `export.make_serving_module` traces every '
@@ -179,12 +179,7 @@ def run(args):
         'calls only; `to_uint8_images` is the inverse flow shared by '
         '`sample` and `decode`):', '',
         _common.markdown_table(trace_headers, trace_rows), '',
-        *_common.environment_lines(
-            env, _common.reproduce_command('export.py', sys.argv),
-            load_after=_common.load_average()),
-    ])
-    _common.update_doc_section(SECTION, body, doc)
-    print(f'Wrote the {SECTION} section of {doc}')
+    ], env, _common.reproduce_command('export.py', sys.argv))
 
 
 def main(argv):

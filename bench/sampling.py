@@ -177,7 +177,7 @@ def run(args):
   if doc:
     levels = result['models'][0]['num_levels']
     shape = 'x'.join(map(str, result['models'][0]['image_shape']))
-    body = '\n'.join([
+    _common.write_section(doc, SECTION, [
         '## Sampling robustness', '',
         f'{num:,} samples per temperature from each trained model ({shape}, '
         f'L = {levels}; EMA weights). *non-finite y*: samples with a NaN or '
@@ -193,14 +193,9 @@ def run(args):
             'has no tfb.Glow rows. ') + 'Target: 0% non-finite at every '
         'T ≤ 1.2.', '',
         _common.markdown_table(headers, rows), '',
-        *_common.environment_lines(
-            env, _common.reproduce_command(
-                'sampling.py', sys.argv,
-                ('--output_doc', '--workdir', '--tfb_glow_workdir')),
-            load_after=_common.load_average()),
-    ])
-    _common.update_doc_section(SECTION, body, doc)
-    print(f'Wrote the {SECTION} section of {doc}')
+    ], env, _common.reproduce_command(
+        'sampling.py', sys.argv,
+        ('--output_doc', '--workdir', '--tfb_glow_workdir')))
 
 
 def main(argv):
