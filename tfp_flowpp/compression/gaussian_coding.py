@@ -110,6 +110,22 @@ def decode_uniform(coder, count, size):
   return coder.decode(_model.Uniform(int(size)), int(count)).astype(np.int64)
 
 
+def _encode_distances(coder, distance):
+  """Pushes escape distances ``≥ 0``: their exact bit lengths, then bits."""
+  length, rest = np.zeros(distance.shape, np.int64), distance.copy()
+  while rest.any():  # Exact bit lengths (escapes are rare).
+    length += rest > 0
+    rest >>= 1
+  encode_bits(coder, distance, length)
+  coder.encode_reverse(length.astype(np.int32), _BIT_LENGTH)
+
+
+def _decode_distances(coder, count):
+  """Pops ``count`` distances pushed by `_encode_distances`."""
+  length = coder.decode(_BIT_LENGTH, int(count)).astype(np.int64)
+  return decode_bits(coder, length)
+
+
 # constriction's Uniform quantises probabilities to 2^-24: sizes up to 2^16
 # cost log2(size) within 0.006 bits (near 2^24 up to 1 bit more).
 _UNIFORM_BITS = 16
@@ -205,13 +221,7 @@ def encode_geometric(coder, values, mean):
               np.full(values.shape, fine_bits))
   escaped = coarse >= window
   if escaped.any():
-    distance = coarse[escaped] - window
-    length, rest = np.zeros(distance.shape, np.int64), distance.copy()
-    while rest.any():
-      length += rest > 0
-      rest >>= 1
-    encode_bits(coder, distance, length)
-    coder.encode_reverse(length.astype(np.int32), _BIT_LENGTH)
+    _encode_distances(coder, coarse[escaped] - window)
   coder.encode_reverse(np.minimum(coarse, window).astype(np.int32), family)
 
 
@@ -221,8 +231,7 @@ def decode_geometric(coder, count, mean):
   coarse = coder.decode(family, int(count)).astype(np.int64)
   escaped = coarse == window
   if escaped.any():
-    length = coder.decode(_BIT_LENGTH, int(escaped.sum())).astype(np.int64)
-    coarse[escaped] = window + decode_bits(coder, length)
+    coarse[escaped] = window + _decode_distances(coder, escaped.sum())
   fine = decode_bits(coder, np.full(coarse.shape, fine_bits))
   return (coarse << fine_bits) + fine
 
@@ -364,13 +373,8 @@ def encode_escapable(coder, k, mean, std):
   encode_bits(coder, fine, split.fine_bits)
   symbols = offset.copy()
   if escaped.any():
-    distance = np.abs(offset[escaped]) - (split.width[escaped] + 1)
-    length, rest = np.zeros(distance.shape, np.int64), distance.copy()
-    while rest.any():  # Exact bit lengths (escapes are rare).
-      length += rest > 0
-      rest >>= 1
-    encode_bits(coder, distance, length)
-    coder.encode_reverse(length.astype(np.int32), _BIT_LENGTH)
+    _encode_distances(coder,
+                      np.abs(offset[escaped]) - (split.width[escaped] + 1))
     symbols[escaped] = np.sign(offset[escaped]) * (split.width[escaped] + 1)
   split.encode_coarse(coder, symbols, escapable=True)
 
@@ -381,9 +385,7 @@ def decode_escapable(coder, mean, std):
   offset = split.decode_coarse(coder, escapable=True)
   escaped = np.abs(offset) == split.width + 1
   if escaped.any():
-    length = coder.decode(_BIT_LENGTH, int(escaped.sum())).astype(np.int64)
-    distance = decode_bits(coder, length)
     offset[escaped] = np.sign(offset[escaped]) * (
-        split.width[escaped] + 1 + distance)
+        split.width[escaped] + 1 + _decode_distances(coder, escaped.sum()))
   fine = decode_bits(coder, split.fine_bits)
   return split.join(offset, fine)

@@ -187,10 +187,10 @@ class Squash(Step):
   ``t ≥ Φ⁻¹(1 − δ)``, 4.9 on a 2^-20 grid), so the Gaussian step of
   `Elementwise` would need an output Gaussian narrower than a bin or an
   input noise wider than the curvature of ``log f'`` allows, and it wastes
-  10–30 bits on such an element. This step splits the output bins in two:
+  1–30 bits on such an element. This step splits the output bins in two:
 
   * **core** bins ``[B_lo, B_hi]``, where an output bin holds fewer than
-    ``16·2^(grid_bits − noise_bits − 4)`` input bins: the `Elementwise`
+    ``2^max(4, grid_bits − noise_bits)`` input bins: the `Elementwise`
     Gaussian step, with the draw kept inside the core;
   * **tail** bins: u is the bin of ``f(t)`` (no draw) and t is pushed
     uniformly among the input bins that map to it (``⌈b⌉`` from
@@ -219,6 +219,7 @@ class Squash(Step):
     self.high = self._bisect(middle, self.top, tail_below=False)
     self.core = Elementwise(transform, grid, limits=(self.low, self.high),
                             name=name)
+    self.ends = self._end_codes()
 
   def _starts(self, b):
     """First input bin of each output bin ``b`` (±2^62 beyond the ends)."""
@@ -268,28 +269,25 @@ class Squash(Step):
     raise gaussian_coding.CodingError(
         f'{self.name}: the squash and its inverse disagree.')
 
-  def _ends(self):
+  def _end_codes(self):
     """``(edge, mean)`` of the two end bins, in input bins.
 
     Beyond the edge T of an end bin, ``f'(t) ≈ f'(T)·exp(−λ|t − T|)``
     (λ = |T| for Φ, 1 for the sigmoid), so the distance from the edge is
     coded geometrically with mean 1/λ: about ``−log2 f'(t)`` bits.
     """
-    if not hasattr(self, '_end_cache'):
-      ends = []
-      for inner, edge_bin, inward in ((1, 1, 1), (self.top - 1, self.top,
-                                                  -1)):
-        edge = int(self._starts(np.array([edge_bin]))[0])
-        h = int(self._width(np.array([inner]))[0])
-        probe = np.array([edge + inward * h, edge])
-        _, ld = self.transform.forward(self.grid.values(probe))
-        rate = abs(float(ld[1] - ld[0])) / h  # Per input bin.
-        ends.append((edge, max(1., 1. / max(rate, 1e-300))))
-      self._end_cache = ends
-    return self._end_cache
+    ends = []
+    for inner, edge_bin, inward in ((1, 1, 1), (self.top - 1, self.top, -1)):
+      edge = int(self._starts(np.array([edge_bin]))[0])
+      h = int(self._width(np.array([inner]))[0])
+      probe = np.array([edge + inward * h, edge])
+      _, ld = self.transform.forward(self.grid.values(probe))
+      rate = abs(float(ld[1] - ld[0])) / h  # Per input bin.
+      ends.append((edge, max(1., 1. / max(rate, 1e-300))))
+    return ends
 
   def _push_tail(self, coder, k, b):
-    (low_edge, low_mean), (high_edge, high_mean) = self._ends()
+    (low_edge, low_mean), (high_edge, high_mean) = self.ends
     mid = (b > 0) & (b < self.top)
     if (b == 0).any():
       gaussian_coding.encode_geometric(coder, low_edge - 1 - k[b == 0],
@@ -302,7 +300,7 @@ class Squash(Step):
       gaussian_coding.encode_uniform_sizes(coder, k[mid] - start, width)
 
   def _pop_tail(self, coder, b):
-    (low_edge, low_mean), (high_edge, high_mean) = self._ends()
+    (low_edge, low_mean), (high_edge, high_mean) = self.ends
     k = np.zeros(b.shape, np.int64)
     mid = (b > 0) & (b < self.top)
     if mid.any():
