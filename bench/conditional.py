@@ -13,7 +13,8 @@ and dequantizer), class-conditional prior only, both — the library's
 digits, ``configs/fashion_mnist_flowpp.flags`` for Fashion-MNIST) in its own
 process, in two regimes: the same number of steps, and the same training
 CPU time (``max_cpu_seconds`` = the CPU seconds the unconditional model took
-for those steps). Each run is scored with its EMA weights on the test split:
+for those steps, so the unconditional model's equal-CPU row is that same
+run). Each run is scored with its EMA weights on the test split:
 the importance-weighted bound (k = ``--iw_samples``; class-conditional
 bits/dim for the conditional models, i.e. log P(x | y) with the true label)
 and the Bayes-classifier accuracy of argmax_y P(x | y) π_y. The Trainer's
@@ -148,6 +149,12 @@ def run(args):
       if regime == 'cpu' and budget is None:
         raise ValueError('--regimes=cpu needs the steps regime first (its '
                          'unconditional run sets the CPU budget).')
+      if regime == 'cpu' and key == variants[0][0]:
+        # The budget is this variant's own equal-steps CPU time: training it
+        # again to that budget would repeat the same run.
+        results['runs'][f'cpu/{key}'] = dict(
+            results['runs'][f'steps/{key}'], same_as_steps=True)
+        continue
       spec = dict(common, overrides=_overrides(args, variant, regime, budget),
                   workdir=os.path.join(workroot, f'{regime}_{key}'))
       r = _common.run_worker(SCRIPT, spec, timeout=6 * 3600)
@@ -180,7 +187,9 @@ def report(results, command, args, figures_dir, doc_path):
     delta = ('' if reference is None or key == 'none' else
              f"{r['iw_bpd'] - reference['iw_bpd']:+.4f}")
     rows.append([
-        labels[key], 'equal steps' if regime == 'steps' else 'equal CPU',
+        labels[key], 'equal steps' if regime == 'steps' else
+        ('equal CPU (= its equal-steps run)' if r.get('same_as_steps') else
+         'equal CPU'),
         f"{r['parameters']:,}", f"{r['steps']:,}", f"{r['cpu_seconds']:.0f}",
         f"{r['iw_bpd']:.4f}", delta,
         f"{r['accuracy']:.3f}" if 'accuracy' in r else '–'
