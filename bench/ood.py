@@ -81,18 +81,6 @@ SCORES = (
 # Images --------------------------------------------------------------------------
 
 
-def perturb_pixels(images, rate, num_levels, rng):
-  """Ren et al.'s background-training perturbation of integer images.
-
-  Each pixel value is replaced, independently with probability ``rate``, by
-  a level drawn uniformly from ``[0, num_levels)``.
-  """
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  replace = rng.random(images.shape) < rate
-  noise = rng.integers(0, num_levels, images.shape)
-  return np.where(replace, noise, images).astype(np.uint8)
-
-
 def _shifted(images):
   import numpy as np  # pylint: disable=g-import-not-at-top
   shift = images.shape[1] // 4
@@ -309,19 +297,22 @@ def write_perturbed(workdir, out, rate, copies, seed):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from tfp_flowpp import data as data_lib  # pylint: disable=g-import-not-at-top
   from tfp_flowpp import training  # pylint: disable=g-import-not-at-top
+  from tfp_flowpp.data import transforms  # pylint: disable=g-import-not-at-top
   from tfp_flowpp.training import atomic_files  # pylint: disable=g-import-not-at-top
   if not 0 < rate < 1:
     raise ValueError(f'--mutation_rate must be in (0, 1), got {rate}.')
   configs = training.Workdir(workdir).read_configs()
   ds = data_lib.load_dataset(data_lib.DataConfig(**configs['data']))
-  rng = np.random.default_rng([seed, 17])
+
+  def perturbed(images, draw):
+    return transforms.perturb_pixels(images, rate, ds.num_levels,
+                                     [seed, draw]).numpy()
+
   train = ds.arrays('train')
-  images = np.concatenate([perturb_pixels(train, rate, ds.num_levels, rng)
-                           for _ in range(copies)])
+  images = np.concatenate([perturbed(train, 17 + i) for i in range(copies)])
   held = ds.arrays('validation') if ds.num_examples['validation'] else train
   buffer = io.BytesIO()
-  np.savez(buffer, images=images,
-           test_images=perturb_pixels(held, rate, ds.num_levels, rng),
+  np.savez(buffer, images=images, test_images=perturbed(held, 16),
            num_levels=np.int64(ds.num_levels),
            mutation_rate=np.float64(rate), copies=np.int64(copies))
   atomic_files.atomic_write_bytes(out, buffer.getvalue())

@@ -431,3 +431,32 @@ def test_ood_bench_quick(tmp_path):
     assert name in text, name
   assert (tmp_path / 'figures' / 'ood_results.json').exists()
   assert (tmp_path / 'figures' / 'ood_digits.png').stat().st_size > 0
+
+
+def test_ood_bench_writes_perturbed_training_data(tmp_path):
+  out = tmp_path / 'perturbed.npz'
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'bench', 'ood.py'),
+       f'--write_perturbed={GOLDEN}', f'--out={out}', '--copies=2',
+       '--mutation_rate=0.3'], capture_output=True, text=True, timeout=300,
+      cwd=ROOT, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  dataset = data_lib.load_dataset(
+      data_lib.DataConfig(**training.Workdir(GOLDEN).read_configs()['data']))
+  train = dataset.arrays('train')
+  with np.load(out) as f:
+    images, copies = f['images'], int(f['copies'])
+    assert float(f['mutation_rate']) == 0.3
+  assert copies == 2 and images.dtype == np.uint8
+  assert images.shape == (2 * len(train),) + train.shape[1:]
+  first, second = images[:len(train)], images[len(train):]
+  assert images.max() < dataset.num_levels
+  # Each pixel is redrawn with probability 0.3 (and then keeps its value with
+  # probability 1/L), independently in each copy.
+  expected = 0.3 * (1 - 1 / dataset.num_levels)
+  for copy in (first, second):
+    assert abs(np.mean(copy != train) - expected) < 0.03
+  assert np.mean(first != second) > 0.3
+  # A data set the trainer reads (the file is complete, not half-written).
+  assert data_lib.load_dataset(data_lib.DataConfig(
+      dataset=f'npz:{out}')).num_examples['train'] > 0
