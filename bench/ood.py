@@ -186,6 +186,8 @@ def _training_summary(workdir):
       if 'mutation_rate' in f.files:
         perturbation = [float(f['mutation_rate']), int(f['copies'])]
     dataset = 'npz:' + os.path.basename(dataset[4:])
+  if configs['data'].get('perturbation_rate'):  # Fresh draws every batch.
+    perturbation = [configs['data']['perturbation_rate'], None]
   return {
       'workdir': os.path.abspath(workdir),
       'dataset': dataset,
@@ -398,7 +400,11 @@ def _model_line(summary, what):
   if summary is None:
     return f'* {what}: none (likelihood-ratio column empty).'
   parts = [f'dataset `{summary["dataset"]}`']
-  if summary.get('perturbation'):
+  if summary.get('perturbation') and summary['perturbation'][1] is None:
+    parts[0] += (f' (`bin/train --perturbation_rate={summary["perturbation"][0]:g}`: '
+                 'every training batch drawn afresh with each pixel replaced '
+                 'by a uniform level with that probability)')
+  elif summary.get('perturbation'):
     rate, copies = summary['perturbation']
     parts[0] += (f' (`bench/ood.py --write_perturbed`: the model\'s training '
                  f'split, {copies} draw{"s" if copies > 1 else ""} with each '
@@ -503,11 +509,12 @@ def report(results, doc_path, figures_dir):
       '`ood_results.json`.', '']
   md += [
       'Background models are trained with the model\'s own flag file on '
-      '`bench/ood.py --write_perturbed=RUN --out=FILE.npz` (the run\'s '
-      'training split with every pixel replaced by a uniform random level '
-      'with probability μ; Ren et al. use μ ∈ [0.1, 0.3]) through '
-      '`bin/train --dataset=npz:FILE` (fixed draws; `bin/train '
-      '--perturbation_rate=μ` now perturbs every batch afresh instead). The '
+      'pixel-perturbed training images (each pixel replaced by a uniform '
+      'random level with probability μ; Ren et al. use μ ∈ [0.1, 0.3]): '
+      'either `bin/train --perturbation_rate=μ`, which perturbs every batch '
+      'afresh, or fixed draws written by `bench/ood.py --write_perturbed=RUN '
+      '--out=FILE.npz` and trained through `bin/train --dataset=npz:FILE`; '
+      'each background line says which. The '
       'bench fixes μ = 0.2 in advance rather than '
       'tuning it on the OOD sets.', '']
   for key, title, _, _, _ in EXPERIMENTS:
@@ -521,10 +528,8 @@ def report(results, doc_path, figures_dir):
         '```sh',
         'bin/train --flagfile=configs/fashion_mnist_flowpp.flags '
         '--classes=0,1,2,3,4,5,6,7,8 --workdir=HELDOUT_RUN',
-        'python bench/ood.py --write_perturbed=FMNIST_RUN '
-        '--out=fmnist_perturbed.npz --mutation_rate=0.2',
         'bin/train --flagfile=configs/fashion_mnist_flowpp.flags '
-        '--dataset=npz:fmnist_perturbed.npz --workdir=BACKGROUND_RUN',
+        '--perturbation_rate=0.2 --workdir=BACKGROUND_RUN',
         'python bench/ood.py --workdir=FMNIST_RUN '
         '--background_workdir=BACKGROUND_RUN --heldout_workdir=HELDOUT_RUN',
         '```', '',
