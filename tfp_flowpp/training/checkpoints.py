@@ -50,6 +50,10 @@ def make_checkpoint(model, optimizer, step, skipped, consecutive_skips=None,
       model=model, optimizer=optimizer, step=step, skipped=skipped, **extra)
 
 
+# The optional objects of `make_checkpoint` (keyword and checkpoint key).
+_OPTIONAL = ('consecutive_skips', 'loss_scale', 'clock')
+
+
 def restore_training_state(checkpoint, path):
   """Restores the checkpoint ``path`` into the `make_checkpoint` ``checkpoint``.
 
@@ -65,21 +69,16 @@ def restore_training_state(checkpoint, path):
     One of `RESTORE_ERRORS` if the checkpoint does not fit or is unreadable.
   """
   names = [name for name, _ in tf.train.list_variables(path)]
-  keep_skips = 'consecutive_skips/.ATTRIBUTES/VARIABLE_VALUE' in names
-  keep_scale = any(name.startswith('loss_scale/') for name in names)
-  keep_clock = 'clock/.ATTRIBUTES/VARIABLE_VALUE' in names
-  consecutive = getattr(checkpoint, 'consecutive_skips', None)
-  scale = getattr(checkpoint, 'loss_scale', None)
-  clock = getattr(checkpoint, 'clock', None)
-  if (consecutive is not None and not keep_skips) or (
-      scale is not None and not keep_scale) or (
-          clock is not None and not keep_clock):
+  optional = {key: getattr(checkpoint, key, None) for key in _OPTIONAL}
+  held = {key: any(name.startswith(f'{key}/') for name in names)
+          for key in _OPTIONAL}
+  if any(value is not None and not held[key]
+         for key, value in optional.items()):
     checkpoint = make_checkpoint(
         checkpoint.model, checkpoint.optimizer, checkpoint.step,
         checkpoint.skipped,
-        consecutive_skips=consecutive if keep_skips else None,
-        loss_scale=scale if keep_scale else None,
-        clock=clock if keep_clock else None)
+        **{key: value if held[key] else None
+           for key, value in optional.items()})
   checkpoint.restore(path).assert_existing_objects_matched()
   return names
 
