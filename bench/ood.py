@@ -400,16 +400,17 @@ def _model_line(summary, what):
   if summary is None:
     return f'* {what}: none (likelihood-ratio column empty).'
   parts = [f'dataset `{summary["dataset"]}`']
-  if summary.get('perturbation') and summary['perturbation'][1] is None:
-    parts[0] += (f' (`bin/train --perturbation_rate={summary["perturbation"][0]:g}`: '
-                 'every training batch drawn afresh with each pixel replaced '
-                 'by a uniform level with that probability)')
-  elif summary.get('perturbation'):
+  if summary.get('perturbation'):
     rate, copies = summary['perturbation']
-    parts[0] += (f' (`bench/ood.py --write_perturbed`: the model\'s training '
-                 f'split, {copies} draw{"s" if copies > 1 else ""} with each '
-                 f'pixel replaced by a uniform level with probability μ = '
-                 f'{rate:g})')
+    if copies is None:  # bin/train --perturbation_rate: no fixed draws.
+      parts[0] += (f' (`bin/train --perturbation_rate={rate:g}`: every '
+                   'training batch drawn afresh with each pixel replaced by a '
+                   'uniform level with that probability)')
+    else:
+      parts[0] += (f' (`bench/ood.py --write_perturbed`: the model\'s '
+                   f'training split, {copies} draw{"s" if copies > 1 else ""} '
+                   'with each pixel replaced by a uniform level with '
+                   f'probability μ = {rate:g})')
   if summary['classes']:
     parts.append(f'classes {",".join(map(str, summary["classes"]))}')
   if summary['steps'] is not None:

@@ -31,6 +31,10 @@ class CheckpointError(ValueError):
   """A checkpoint that does not fit the model (one-line message)."""
 
 
+# The optional objects of `make_checkpoint` (keyword and checkpoint key).
+_OPTIONAL = ('consecutive_skips', 'loss_scale', 'clock')
+
+
 def make_checkpoint(model, optimizer, step, skipped, consecutive_skips=None,
                     loss_scale=None, clock=None):
   """The run's `tf.train.Checkpoint` (the optional objects only if given).
@@ -39,19 +43,11 @@ def make_checkpoint(model, optimizer, step, skipped, consecutive_skips=None,
   `DynamicLossScale`, under the same key in every precision) since v0.2,
   ``clock`` (training wall and CPU seconds so far) since v0.3.
   """
-  extra = {}
-  if consecutive_skips is not None:
-    extra['consecutive_skips'] = consecutive_skips
-  if loss_scale is not None:
-    extra['loss_scale'] = loss_scale
-  if clock is not None:
-    extra['clock'] = clock
+  given = dict(consecutive_skips=consecutive_skips, loss_scale=loss_scale,
+               clock=clock)
+  extra = {key: given[key] for key in _OPTIONAL if given[key] is not None}
   return tf.train.Checkpoint(
       model=model, optimizer=optimizer, step=step, skipped=skipped, **extra)
-
-
-# The optional objects of `make_checkpoint` (keyword and checkpoint key).
-_OPTIONAL = ('consecutive_skips', 'loss_scale', 'clock')
 
 
 def restore_training_state(checkpoint, path):
