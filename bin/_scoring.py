@@ -69,6 +69,13 @@ def define_scoring_flags(num_samples_default):
       'pixel-perturbed training images, Ren et al. 2019) for the '
       'likelihood-ratio score.')
   flags.DEFINE_string(
+      'complexity_workdir', None,
+      'Workdir of a generic model of the same images (trained on broad '
+      'images of this shape and levels) whose real bits-back code length, '
+      'each image coded alone by tfp_flowpp.compression, is L(x) of the '
+      'complexity_flowpp score (bpd - L/D). Slower than the other scores '
+      '(one image per coding pass); unconditional models only.')
+  flags.DEFINE_string(
       'data_dir', None, 'TFDS data directory (default: the run\'s).')
 
 
@@ -93,6 +100,35 @@ def load_background(model):
     raise ValueError(f'--background_workdir={FLAGS.background_workdir}: '
                      f'{e}') from None
   return background
+
+
+def load_complexity_codec():
+  """The `compression.Codec` of ``--complexity_workdir``, or None."""
+  if not FLAGS.complexity_workdir:
+    return None
+  from tfp_flowpp import compression  # pylint: disable=g-import-not-at-top
+  from tfp_flowpp import training  # pylint: disable=g-import-not-at-top
+  workdir = FLAGS.complexity_workdir
+  model, _, _ = training.restore_for_inference(workdir)
+  try:
+    return compression.Codec(model, training.Workdir(workdir).model_config())
+  except ValueError as e:
+    raise ValueError(f'--complexity_workdir={workdir}: {e}') from None
+
+
+def make_scorer(model):
+  """The `ImageScorer` of the scoring flags (background, complexity)."""
+  from tfp_flowpp import scoring  # pylint: disable=g-import-not-at-top
+  background = load_background(model)
+  codec = load_complexity_codec()
+  try:
+    return scoring.ImageScorer(model, scoring_config(), background=background,
+                               complexity_codec=codec)
+  except ValueError as e:
+    if codec is None:
+      raise
+    raise ValueError(f'--complexity_workdir={FLAGS.complexity_workdir}: '
+                     f'{e}') from None
 
 
 # Sources --------------------------------------------------------------------
@@ -354,6 +390,8 @@ def score(scorer, source, typicality):
     bounds.append(f'IW bound k={config.num_samples}')
   if scorer.background is not None:
     bounds.append('background')
+  if scorer.complexity_codec is not None:
+    bounds.append('complexity-model code lengths')
   print(f'Scoring {source.count} images of {source.description} '
         f'({", ".join(bounds)}) ...', flush=True)
   return with_progress(

@@ -65,14 +65,14 @@ def main():
   model, configs, step = _tool.load(FLAGS.workdir)
   conditional = model.num_classes is not None
   if conditional and not (FLAGS.dataset or FLAGS.output or
-                          FLAGS.background_workdir):
+                          FLAGS.background_workdir or
+                          FLAGS.complexity_workdir):
     return _evaluate_conditional(model, configs, step)
   options = _scoring.source_options('dataset', '')
   source = _scoring.load_source(configs, options, FLAGS.max_images,
                                 FLAGS.batch_size)
   _scoring.check_matches(source, model, '', options.num_bits is not None)
-  scorer = scoring.ImageScorer(model, _scoring.scoring_config(),
-                               background=_scoring.load_background(model))
+  scorer = _scoring.make_scorer(model)
   typicality, reference = _scoring.fit_typicality(scorer, configs,
                                                   FLAGS.reference_images)
   columns, seconds = _scoring.score(scorer, source, typicality)

@@ -118,8 +118,7 @@ def main():
                            options.num_bits is not None)
     sources.append(source)
   inside_source, candidate_source = sources
-  scorer = scoring.ImageScorer(model, _scoring.scoring_config(),
-                               background=_scoring.load_background(model))
+  scorer = _scoring.make_scorer(model)
   typicality, _ = _scoring.fit_typicality(scorer, configs,
                                           FLAGS.reference_images)
   inside, _ = _scoring.score(scorer, inside_source, typicality)

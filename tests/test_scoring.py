@@ -20,6 +20,7 @@ from scipy import stats
 import tensorflow as tf
 
 import _scoring
+from tfp_flowpp import compression
 from tfp_flowpp import data as data_lib
 from tfp_flowpp import scoring
 from tfp_flowpp import training
@@ -210,7 +211,7 @@ def test_detection_metrics_sanity():
     scoring.detection_metrics([], [2.])
 
 
-def test_image_scorer_columns(restored, digits4):
+def test_image_scorer_columns(restored, digits4, workdir):
   model, _ = restored
   config = scoring.ScoringConfig(num_samples=2, batch_size=64, seed=1)
   scorer = scoring.ImageScorer(model, config, background=model)
@@ -240,6 +241,30 @@ def test_image_scorer_columns(restored, digits4):
   for name in scorer.score_names(test):
     assert scoring.detection_metrics(columns[name],
                                      again[name])['auroc'] == pytest.approx(0.5), name
+  # Our own code length under a second model (here the run's own, coded
+  # alone per image): the column is that codec's per-image lengths.
+  codec = compression.Codec(model, training.Workdir(workdir).model_config())
+  coded = scoring.ImageScorer(
+      model, scoring.ScoringConfig(num_samples=1, batch_size=32, seed=1,
+                                   codecs=('png',)), complexity_codec=codec)
+  assert coded.score_names() == ('bpd', 'complexity_png', 'complexity_flowpp')
+  own = coded.score(images[:40])
+  assert list(own) == ['bpd', 'png_bits', 'complexity_png', 'flowpp_bits',
+                       'complexity_flowpp']
+  np.testing.assert_array_equal(
+      own['flowpp_bits'],
+      np.concatenate([codec.code_lengths(images[:32], seed=(1, 0)),
+                      codec.code_lengths(images[32:40], seed=(1, 1))]))
+  np.testing.assert_allclose(own['complexity_flowpp'],
+                             own['bpd'] - own['flowpp_bits'] / 16)
+  # Under the model itself, S is the coding overhead only: ≈ 0 on average.
+  assert abs(own['complexity_flowpp'].mean()) < 0.3
+  wrong = types.SimpleNamespace(image_shape=(8, 8, 1), num_levels=17)
+  with pytest.raises(ValueError, match='complexity model takes 8x8x1'):
+    scoring.ImageScorer(model, complexity_codec=wrong)
+  wrong = types.SimpleNamespace(image_shape=(4, 4, 1), num_levels=256)
+  with pytest.raises(ValueError, match='complexity model has 256 levels'):
+    scoring.ImageScorer(model, complexity_codec=wrong)
   iw = scoring.ImageScorer(model, scoring.ScoringConfig(
       num_samples=2, score_bound='importance_weighted', codecs=()))
   assert iw.score_names() == ('bpd_iw',)
@@ -356,17 +381,20 @@ def test_evaluate_another_dataset_matches_the_library(tmp_path, workdir,
   metrics_before = open(os.path.join(workdir, 'metrics.jsonl')).read()
   result = run('evaluate', f'--workdir={workdir}', f'--dataset=npz:{npz}',
                f'--output={out}', '--num_samples=2', '--batch_size=32',
-               '--reference_images=100', f'--background_workdir={workdir}')
+               '--reference_images=100', f'--background_workdir={workdir}',
+               f'--complexity_workdir={workdir}')
   assert result.returncode == 0, result.stderr[-3000:]
   for text in ('npz:mine all (40 images', 'single-sample bound',
                'importance-weighted (k=2', '50%', 'complexity_png',
+               'complexity_flowpp', 'complexity-model code lengths',
                'Typicality test of all 40 images', 'img/s',
                f'Wrote 40 rows to {out}'):
     assert text in result.stdout, text
 
   scorer = scoring.ImageScorer(
       model, scoring.ScoringConfig(num_samples=2, batch_size=32),
-      background=model)
+      background=model, complexity_codec=compression.Codec(
+          model, training.Workdir(workdir).model_config()))
   test, _ = _scoring.fit_typicality(scorer, restored[1], 100)
   expected = scorer.score(images, typicality=test)
   table = scoring.read_scores(out)

@@ -372,6 +372,48 @@ class Codec:
         min_stream_bits=stream.min_bits)
     return data, stats
 
+  def code_lengths(self, images, seed=(0,), progress=None):
+    """The bits each image costs on its own: int64 ``[N]``.
+
+    Image ``i`` is coded alone (bits-back, batch of one) onto a stream
+    primed with twice `CodingConfig.initial_bits_per_dim` random bits drawn
+    from ``default_rng([*seed, i])``; its length is the stream's growth,
+    ``push − pop`` counted in whole bits by the ANS coder. That is the
+    share the image would take of a long file (whose earlier images supply
+    the bits it draws), so ``length / D`` is the real code length behind
+    the single-sample bound, coding overhead included, and it is the same
+    for an image whatever else is scored with it. One image at a time is
+    slower than `compress` (no batching), and a per-image length exists only
+    that way: images coded together share their ANS state.
+
+    Args:
+      images: integer array ``[N, H, W, C]`` (or ``[N, H, W]`` for C = 1)
+        with values in ``[0, L)``.
+      seed: integers keying the primed streams (with the image's index).
+      progress: optional ``callable(images_done, num_images)``.
+    """
+    seed = (seed,) if isinstance(seed, (int, np.integer)) else tuple(seed)
+    with environment.deterministic():
+      images = self._check_images(images)
+      config = self.config
+      coder = self._image_coder(config.grid_bits, config.noise_bits)
+      words = 2 + math.ceil(2 * config.initial_bits_per_dim() *
+                            self.num_dims / 32)
+      lengths = np.zeros(len(images), np.int64)
+      for i, image in enumerate(images):
+        rng = np.random.default_rng([*(int(s) for s in seed), i])
+        stream = _TrackedCoder(rng.integers(1, 2**32, words, dtype=np.uint32))
+        before = stream.num_valid_bits()
+        coder.encode(stream, image[np.newaxis])
+        if stream.min_bits < 32:
+          raise CompressionError(
+              f'image {i} drew more than the {before} primed bits; its code '
+              'length would include initial bits.')
+        lengths[i] = stream.num_valid_bits() - before
+        if progress:
+          progress(i + 1, len(images))
+    return lengths
+
   def _header(self, images, config, num_boot, boot_codec, boot_bytes, ratio):
     return file_format.Header(
         model_fingerprint=self.fingerprint,

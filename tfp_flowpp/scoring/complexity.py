@@ -21,7 +21,18 @@ Pillow:
   than the model's own bound.
 
 Both are lossless for 8-bit grayscale and RGB, so L(x) is an honest code
-length. Images with fewer than 256 levels are coded as their level values
+length.
+
+``flowpp`` (`MODEL_CODEC`) is our own code length: the bits
+`tfp_flowpp.compression.Codec.code_lengths` spends on the image, coded alone
+with local bits-back coding under a *second* model (a `Codec` handed to
+`ImageScorer`). Serrà et al. found that the better the generic compressor,
+the better S works; a flow trained on broad images of the same shape is a
+far better image compressor than PNG. Under the scored model itself L(x) is
+that model's own code length, so S collapses to the bound's noise minus the
+coding overhead and carries no information: use another model, one trained
+on broad images of this shape and levels (the likelihood ratio's background
+model is the bound-based relative of this score). Images with fewer than 256 levels are coded as their level values
 (e.g. 0..16). The length includes the container's constant overhead (for
 PNG the 8-byte signature and the IHDR/IEND chunks): a constant per image
 size, so it shifts S without changing its ranking among images of one size.
@@ -37,14 +48,19 @@ import io
 import numpy as np
 from PIL import Image
 
-__all__ = ['CODEC_OPTIONS', 'code_length_bits', 'complexity_corrected_bpd',
-           'encode']
+from tfp_flowpp.scoring import per_image
+
+__all__ = ['CODEC_OPTIONS', 'MODEL_CODEC', 'check_codec', 'code_length_bits',
+           'complexity_corrected_bpd', 'encode']
 
 # Pillow format and save() options of each codec.
 CODEC_OPTIONS = {
     'png': ('PNG', {'optimize': True}),
     'webp': ('WEBP', {'lossless': True, 'quality': 100, 'method': 4}),
 }
+
+# Column name of our own code length (a `compression.Codec`'s).
+MODEL_CODEC = 'flowpp'
 
 _MODES = {'png': {1: 'L', 2: 'LA', 3: 'RGB', 4: 'RGBA'},
           'webp': {1: 'L', 3: 'RGB', 4: 'RGBA'}}
@@ -92,6 +108,11 @@ def code_length_bits(images, codec='png'):
   images = images.astype(np.uint8, copy=False)
   return np.array([8 * len(encode(image, codec)) for image in images],
                   np.int64)
+
+
+def check_codec(model, codec):
+  """Raises ValueError unless ``codec`` codes the model's kind of image."""
+  per_image.check_same_images(model, codec, 'the complexity model')
 
 
 def complexity_corrected_bpd(bpd, code_bits, num_dims):

@@ -27,21 +27,14 @@ Reference:
 
 import numpy as np
 
+from tfp_flowpp.scoring import per_image
+
 __all__ = ['check_background', 'likelihood_ratio_score']
 
 
 def check_background(model, background):
   """Raises ValueError unless both models score the same kind of image."""
-  shape = 'x'.join(map(str, model.image_shape))
-  background_shape = 'x'.join(map(str, background.image_shape))
-  if tuple(model.image_shape) != tuple(background.image_shape):
-    raise ValueError(f'the background model takes {background_shape} images '
-                     f'but the model takes {shape}; train the background on '
-                     f'the same images.')
-  if model.num_levels != background.num_levels:
-    raise ValueError(f'the background model has {background.num_levels} '
-                     f'levels but the model has {model.num_levels}; train '
-                     f'the background on the same images.')
+  per_image.check_same_images(model, background, 'the background model')
 
 
 def likelihood_ratio_score(bpd, background_bpd):

@@ -17,7 +17,26 @@ batched.
 import numpy as np
 import tensorflow as tf
 
-__all__ = ['PerImageBpd', 'check_images', 'rebatch']
+__all__ = ['PerImageBpd', 'check_images', 'check_same_images', 'rebatch']
+
+
+def check_same_images(model, other, what):
+  """Raises ValueError unless ``other`` takes the model's kind of image.
+
+  Args:
+    model: the scored model (``image_shape``, ``num_levels``).
+    other: a second model or codec with the same two attributes.
+    what: what ``other`` is, for the message (e.g. 'the background model').
+  """
+  shape = 'x'.join(map(str, model.image_shape))
+  other_shape = 'x'.join(map(str, other.image_shape))
+  if tuple(model.image_shape) != tuple(other.image_shape):
+    raise ValueError(f'{what} takes {other_shape} images but the model '
+                     f'takes {shape}; train it on the same kind of images.')
+  if int(model.num_levels) != int(other.num_levels):
+    raise ValueError(f'{what} has {other.num_levels} levels but the model '
+                     f'has {model.num_levels}; train it on the same kind of '
+                     'images.')
 
 
 def check_images(images, image_shape, num_levels, what='images'):

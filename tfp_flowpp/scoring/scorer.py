@@ -9,6 +9,9 @@ Columns of `ImageScorer.score` (one value per image, in order):
   `TypicalityTest` is given);
 * ``<codec>_bits`` and ``complexity_<codec>`` — the codec's code length L(x)
   and b − L(x)/D (Serrà et al.), for each codec of the config;
+* ``flowpp_bits`` and ``complexity_flowpp`` — our own code length L(x):
+  the bits `tfp_flowpp.compression` spends on the image under a second,
+  generic model, and b − L(x)/D (when a ``complexity_codec`` is given);
 * ``background_bpd`` and ``likelihood_ratio`` — the background model's
   bound and b − b_bg (Ren et al.), when a background model is given.
 
@@ -34,7 +37,8 @@ __all__ = ['ImageScorer']
 class ImageScorer:
   """Per-image bounds and OOD scores of one model (and a background)."""
 
-  def __init__(self, model, config=None, background=None):
+  def __init__(self, model, config=None, background=None,
+               complexity_codec=None):
     """Creates the scorer.
 
     Args:
@@ -42,6 +46,11 @@ class ImageScorer:
       config: a `ScoringConfig` (default ``ScoringConfig()``).
       background: optional background `DiscreteImageFlow` for the
         likelihood ratio; it must take the model's images.
+      complexity_codec: optional `tfp_flowpp.compression.Codec` of a
+        generic model of the model's images; its per-image code length
+        (`Codec.code_lengths`) is the L(x) of ``complexity_flowpp``. The
+        model's own codec would give S ≈ its coding overhead: L(x) is then
+        the model's own bound.
     """
     self.config = config or ScoringConfig()
     if not isinstance(self.config, ScoringConfig):
@@ -51,6 +60,9 @@ class ImageScorer:
     self.background = background
     if background is not None:
       likelihood_ratio.check_background(model, background)
+    self.complexity_codec = complexity_codec
+    if complexity_codec is not None:
+      complexity.check_codec(model, complexity_codec)
     self._model_bpd = per_image.PerImageBpd(model, self.config.batch_size,
                                             self.config.seed)
     self._background_bpd = None if background is None else (
@@ -68,6 +80,8 @@ class ImageScorer:
     if typicality is not None:
       names.append('typicality')
     names += [f'complexity_{codec}' for codec in self.config.codecs]
+    if self.complexity_codec is not None:
+      names.append(f'complexity_{complexity.MODEL_CODEC}')
     if self.background is not None:
       names.append('likelihood_ratio')
     return tuple(names)
@@ -127,6 +141,10 @@ class ImageScorer:
         add('bpd_iw', self._model_bpd.batch(batch, index, config.num_samples))
       for codec in config.codecs:
         add(f'{codec}_bits', complexity.code_length_bits(batch, codec))
+      if self.complexity_codec is not None:
+        add(f'{complexity.MODEL_CODEC}_bits',
+            self.complexity_codec.code_lengths(batch,
+                                               seed=(config.seed, index)))
       if self._background_bpd is not None:
         add('background_bpd',
             self._background_bpd.batch(batch, index, self._score_samples))
@@ -144,7 +162,9 @@ class ImageScorer:
       out['bpd_iw'] = columns['bpd_iw']
     if typicality is not None:
       out['typicality'] = typicality.per_image_scores(b)
-    for codec in config.codecs:
+    codecs = config.codecs + ((complexity.MODEL_CODEC,) if
+                              self.complexity_codec is not None else ())
+    for codec in codecs:
       bits = columns[f'{codec}_bits']
       out[f'{codec}_bits'] = bits
       out[f'complexity_{codec}'] = complexity.complexity_corrected_bpd(
