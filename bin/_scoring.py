@@ -102,33 +102,30 @@ def load_background(model):
   return background
 
 
-def load_complexity_codec():
+def load_complexity_codec(model):
   """The `compression.Codec` of ``--complexity_workdir``, or None."""
   if not FLAGS.complexity_workdir:
     return None
   from tfp_flowpp import compression  # pylint: disable=g-import-not-at-top
   from tfp_flowpp import training  # pylint: disable=g-import-not-at-top
+  from tfp_flowpp.scoring import complexity  # pylint: disable=g-import-not-at-top
   workdir = FLAGS.complexity_workdir
-  model, _, _ = training.restore_for_inference(workdir)
+  generic, _, _ = training.restore_for_inference(workdir)
   try:
-    return compression.Codec(model, training.Workdir(workdir).model_config())
+    codec = compression.Codec(generic,
+                              training.Workdir(workdir).model_config())
+    complexity.check_codec(model, codec)
   except ValueError as e:
     raise ValueError(f'--complexity_workdir={workdir}: {e}') from None
+  return codec
 
 
 def make_scorer(model):
   """The `ImageScorer` of the scoring flags (background, complexity)."""
   from tfp_flowpp import scoring  # pylint: disable=g-import-not-at-top
-  background = load_background(model)
-  codec = load_complexity_codec()
-  try:
-    return scoring.ImageScorer(model, scoring_config(), background=background,
-                               complexity_codec=codec)
-  except ValueError as e:
-    if codec is None:
-      raise
-    raise ValueError(f'--complexity_workdir={FLAGS.complexity_workdir}: '
-                     f'{e}') from None
+  return scoring.ImageScorer(model, scoring_config(),
+                             background=load_background(model),
+                             complexity_codec=load_complexity_codec(model))
 
 
 # Sources --------------------------------------------------------------------

@@ -21,7 +21,10 @@ Pillow:
   than the model's own bound.
 
 Both are lossless for 8-bit grayscale and RGB, so L(x) is an honest code
-length.
+length. Images with fewer than 256 levels are coded as their level values
+(e.g. 0..16). The length includes the container's constant overhead (for
+PNG the 8-byte signature and the IHDR/IEND chunks): a constant per image
+size, so it shifts S without changing its ranking among images of one size.
 
 ``flowpp`` (`MODEL_CODEC`) is our own code length: the bits
 `tfp_flowpp.compression.Codec.code_lengths` spends on the image, coded alone
@@ -32,10 +35,7 @@ far better image compressor than PNG. Under the scored model itself L(x) is
 that model's own code length, so S collapses to the bound's noise minus the
 coding overhead and carries no information: use another model, one trained
 on broad images of this shape and levels (the likelihood ratio's background
-model is the bound-based relative of this score). Images with fewer than 256 levels are coded as their level values
-(e.g. 0..16). The length includes the container's constant overhead (for
-PNG the 8-byte signature and the IHDR/IEND chunks): a constant per image
-size, so it shifts S without changing its ranking among images of one size.
+model is the bound-based relative of this score).
 
 Reference:
   Serrà, Álvarez, Gómez, Slizovskaia, Núñez, Luque. Input Complexity and

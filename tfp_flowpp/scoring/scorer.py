@@ -49,8 +49,8 @@ class ImageScorer:
       complexity_codec: optional `tfp_flowpp.compression.Codec` of a
         generic model of the model's images; its per-image code length
         (`Codec.code_lengths`) is the L(x) of ``complexity_flowpp``. The
-        model's own codec would give S ≈ its coding overhead: L(x) is then
-        the model's own bound.
+        model's own codec would make S only the bound's noise minus the
+        coding overhead: L(x) is then the model's own code.
     """
     self.config = config or ScoringConfig()
     if not isinstance(self.config, ScoringConfig):
@@ -74,14 +74,18 @@ class ImageScorer:
     return 1 if self.config.score_bound == 'single' else (
         self.config.num_samples)
 
+  @property
+  def _complexity_codecs(self):
+    """Codec names of the ``complexity_<codec>`` columns, in order."""
+    return self.config.codecs + ((complexity.MODEL_CODEC,) if
+                                 self.complexity_codec is not None else ())
+
   def score_names(self, typicality=None):
     """Names of the OOD score columns `score` returns, in table order."""
     names = [self.config.score_column]
     if typicality is not None:
       names.append('typicality')
-    names += [f'complexity_{codec}' for codec in self.config.codecs]
-    if self.complexity_codec is not None:
-      names.append(f'complexity_{complexity.MODEL_CODEC}')
+    names += [f'complexity_{codec}' for codec in self._complexity_codecs]
     if self.background is not None:
       names.append('likelihood_ratio')
     return tuple(names)
@@ -162,9 +166,7 @@ class ImageScorer:
       out['bpd_iw'] = columns['bpd_iw']
     if typicality is not None:
       out['typicality'] = typicality.per_image_scores(b)
-    codecs = config.codecs + ((complexity.MODEL_CODEC,) if
-                              self.complexity_codec is not None else ())
-    for codec in codecs:
+    for codec in self._complexity_codecs:
       bits = columns[f'{codec}_bits']
       out[f'{codec}_bits'] = bits
       out[f'complexity_{codec}'] = complexity.complexity_corrected_bpd(
