@@ -28,6 +28,7 @@ from tfp_flowpp import compression
 from tfp_flowpp import config as config_lib
 from tfp_flowpp import model_builder
 from tfp_flowpp import networks
+from tfp_flowpp import precision as precision_lib
 from tfp_flowpp.compression import bits_back
 from tfp_flowpp.compression import bootstrap
 from tfp_flowpp.compression import codec as codec_lib
@@ -372,8 +373,8 @@ def _digits_4x4():
   return dataset.arrays('train'), dataset.arrays('test')
 
 
-def _model(fields, seed=0):
-  config = config_lib.ModelConfig(**fields, seed=seed)
+def _model(fields, seed=0, precision='float32'):
+  config = config_lib.ModelConfig(**fields, seed=seed, precision=precision)
   model = model_builder.build_model(config)
   train, _ = _digits_4x4()
   model.initialize(train[:128].astype(np.int32), seed=[0, 0])
@@ -469,6 +470,26 @@ def test_other_architectures_round_trip_near_the_bound(fields):
   np.testing.assert_array_equal(restored, images)
   gap = stats.coded_bits_per_dim() - stats.bound_bits_per_dim()
   assert abs(gap) < 0.005, gap  # Same tolerance as the Flow++ test.
+
+
+def test_a_model_restored_in_bfloat16_codes_the_same_file(flowpp_codec,
+                                                          compressed):
+  """Coding runs float64 networks whatever precision the model was built in."""
+  model, config = _model(TINY_FLOWPP, precision='mixed_bfloat16')
+  assert precision_lib.policy_of(model) == 'mixed_bfloat16'
+  for target, source in zip(model.variables, flowpp_codec.model.variables,
+                            strict=True):
+    target.assign(source)  # The weights of the float32 model.
+  codec = compression.Codec(model, config,
+                            compression.CodingConfig(max_batch_size=8))
+  assert codec.fingerprint == flowpp_codec.fingerprint
+  twin = compression.float64_model(model, config)
+  assert precision_lib.policy_of(twin) == 'float32'
+  assert {v.dtype for v in twin.trainable_variables} == {tf.float64}
+  images, data, _ = compressed
+  restored, _ = codec.decompress(data)
+  np.testing.assert_array_equal(restored, images)
+  assert codec.compress(images)[0] == data
 
 
 def test_fewer_images_than_the_bootstrap_skip_bits_back(flowpp_codec):

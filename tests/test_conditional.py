@@ -33,7 +33,7 @@ def tiny_config(**overrides):
       components=4, filters=16, blocks=1, heads=2, dropout=0.,
       dequantizer='variational', dequantizer_flow='checkerboard:2',
       dequantizer_filters=8, dequantizer_blocks=1, context_channels=4,
-      context_blocks=1, seed=3)
+      context_blocks=1, seed=3, precision='float32')
   values.update(overrides)
   return config_lib.ModelConfig(**values)
 

@@ -46,7 +46,8 @@ def tiny_config(dequantizer='variational', **overrides):
       dequantizer_blocks=1,
       context_channels=4,
       context_blocks=1,
-      seed=3)
+      seed=3,
+      precision='float32')
   values.update(overrides)
   return config_lib.ModelConfig(**values)
 

@@ -186,6 +186,22 @@ def test_auto_resolves_from_the_cpu_flags(monkeypatch, tmp_path):
     precision.resolve('bfloat16')
 
 
+def test_auto_is_the_default_and_resolves_to_what_this_machine_has(tmp_path):
+  """No GPU here: bfloat16 exactly when /proc/cpuinfo has a bf16 flag."""
+  from tfp_flowpp import config as config_lib  # pylint: disable=g-import-not-at-top
+  assert config_lib.ModelConfig().precision == 'auto'
+  expected = 'mixed_bfloat16' if precision.cpu_bf16_flags() else 'float32'
+  policy, reason = precision.resolve('auto')
+  assert policy == expected, reason
+  trainer = trainer_lib.Trainer(
+      configs_util.tiny_model_config(precision='auto'),
+      configs_util.tiny_data_config(), _train_config(), str(tmp_path / 'run'))
+  # The run stores (and its networks compute in) the resolved policy.
+  assert trainer.model_config.precision == expected
+  assert trainer.precision_message == f'Precision: {expected} ({reason}).'
+  assert precision.policy_of(trainer.model) == expected
+
+
 # Training: loss scaling and resuming across precisions -----------------------
 
 

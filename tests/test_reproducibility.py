@@ -104,16 +104,19 @@ _KILLED_AFTER_N = textwrap.dedent('''
 ''')
 
 
-def test_deterministic_resume_after_sigkill_is_bit_identical(tmp_path):
+# bfloat16 too: the default precision (auto) picks it on AMX/AVX512-BF16 CPUs.
+@pytest.mark.parametrize('policy', ['float32', 'mixed_bfloat16'])
+def test_deterministic_resume_after_sigkill_is_bit_identical(tmp_path, policy):
   """Killed at N and resumed == uninterrupted == another uninterrupted run."""
   a, b, c = (str(tmp_path / name) for name in 'abc')
-  killed_argv = _train(b, '--deterministic')[1:]
+  flags = ('--deterministic', f'--precision={policy}')
+  killed_argv = _train(b, *flags)[1:]
   processes = [
       subprocess.Popen(
-          _train(a, '--deterministic'), env=_env(), stdout=subprocess.PIPE,
+          _train(a, *flags), env=_env(), stdout=subprocess.PIPE,
           stderr=subprocess.STDOUT, text=True),
       subprocess.Popen(
-          _train(c, '--deterministic'), env=_env(), stdout=subprocess.PIPE,
+          _train(c, *flags), env=_env(), stdout=subprocess.PIPE,
           stderr=subprocess.STDOUT, text=True),
       subprocess.Popen(
           [sys.executable, '-c',
@@ -129,10 +132,11 @@ def test_deterministic_resume_after_sigkill_is_bit_identical(tmp_path):
   assert tf.train.latest_checkpoint(os.path.join(b, 'checkpoints')).endswith(
       f'-{N}')
   resumed = subprocess.run(
-      _train(b, '--deterministic'), env=_env(), capture_output=True,
+      _train(b, *flags), env=_env(), capture_output=True,
       text=True, timeout=600)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f'at step {N} ' in resumed.stdout, resumed.stdout[-3000:]
+  assert f'Precision: {policy} ' in resumed.stdout, resumed.stdout[-3000:]
   uninterrupted, killed, again = (_checkpoint(w) for w in (a, b, c))
   _covers_the_state(uninterrupted)
   _assert_bit_identical(uninterrupted, again)

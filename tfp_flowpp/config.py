@@ -136,7 +136,7 @@ class ModelConfig:
       'float32', 'Variable dtype and dtype of all flow arithmetic (log-dets, '
       'coupling transforms, bounds).')
   precision: str = _field(
-      'float32', 'What the conditioner networks compute in: float32 (the '
+      'auto', 'What the conditioner networks compute in: float32 (the '
       '--dtype), mixed_bfloat16, mixed_float16 (dynamic loss scaling) or '
       'auto (mixed_bfloat16 on CPUs with amx_bf16/avx512_bf16 and GPUs of '
       'compute capability >= 8, else float32). Variables, optimizer state '

@@ -90,7 +90,12 @@ def model_fingerprint(model, model_config):
   """8-byte SHA-256 prefix of the config and every variable's value."""
   digest = hashlib.sha256(b'tfp_flowpp model fingerprint v1\n')
   config = json.loads(model_config.to_json())
-  config.pop('dtype', None)  # Training precision is not part of the model.
+  # Neither the training dtype nor the networks' precision is part of the
+  # model: coding always runs the float64 twin with float64 networks (as
+  # 'float32', the policy of networks in the model dtype, which every config
+  # stored before precisions existed implies).
+  config.pop('dtype', None)
+  config['precision'] = 'float32'
   digest.update(json.dumps(config, sort_keys=True).encode())
   for variable in model.variables:
     value = np.ascontiguousarray(variable.numpy())
