@@ -9,6 +9,8 @@ complexity and likelihood ratio, for trained models against OOD sets.
     python bench/ood.py --quick      # smoke run on tests/data/v0_1_tiny_workdir
     python bench/ood.py --write_perturbed=RUN --out=FILE.npz \\
         [--mutation_rate=0.2] [--copies=1]
+    python bench/ood.py --write_patches --image_size=8 --num_levels=17 \\
+        --out=FILE.npz   # generic photo patches for --*complexity_workdir
 
 Each experiment (a model, its in-distribution test images and its OOD sets)
 runs in its own worker process through `tfp_flowpp.scoring` and reports, for
@@ -16,7 +18,9 @@ every OOD set, the AUROC and AUPR (`sklearn.metrics`, OOD images positive)
 of each score: raw bits/dim, the typicality statistic for single images
 (M = 1) and for disjoint random batches of 10, the complexity-corrected
 bits/dim for PNG and WebP, and the likelihood ratio against a background
-model. Results are kept per experiment in ``ood_results.json`` beside the
+model, and, with ``--complexity_workdir`` (``--digits_complexity_workdir``,
+...), the complexity-corrected bits/dim with our own code length under a
+generic model. Results are kept per experiment in ``ood_results.json`` beside the
 figures, so the digits part and the Fashion-MNIST part can be run at
 different times and still fill one section of docs/benchmarks.md.
 
@@ -68,6 +72,16 @@ EXPERIMENTS = (
      'digits_heldout_workdir', 'digits_heldout_background_workdir', True),
 )
 TYPICALITY_BATCH = 10
+# Scores the target "S or LLR >= 0.9" counts.
+CORRECTED = ('complexity_png', 'complexity_webp', 'complexity_flowpp',
+             'likelihood_ratio')
+
+
+def complexity_flag(flag):
+  """The flag of an experiment's generic model: digits_workdir ->
+  digits_complexity_workdir."""
+  return flag.replace('workdir', 'complexity_workdir')
+
 # Score columns of the tables: (result key, header).
 SCORES = (
     ('bpd', 'raw bpd'),
@@ -75,6 +89,7 @@ SCORES = (
     (f'typicality_m{TYPICALITY_BATCH}', f'typicality M={TYPICALITY_BATCH}'),
     ('complexity_png', 'S (PNG)'),
     ('complexity_webp', 'S (WebP)'),
+    ('complexity_flowpp', 'S (flowpp)'),
     ('likelihood_ratio', 'LLR'),
 )
 
@@ -209,15 +224,23 @@ def worker_main(spec):
   from tfp_flowpp import training  # pylint: disable=g-import-not-at-top
   started = time.time()
   model, configs, step = training.restore_for_inference(spec['workdir'])
-  background = None
+  background = codec = None
   if spec.get('background_workdir'):
     background, _, _ = training.restore_for_inference(
         spec['background_workdir'])
+  if spec.get('complexity_workdir'):
+    from tfp_flowpp import compression  # pylint: disable=g-import-not-at-top
+    from tfp_flowpp.scoring import complexity  # pylint: disable=g-import-not-at-top
+    generic, _, _ = training.restore_for_inference(spec['complexity_workdir'])
+    codec = compression.Codec(
+        generic, training.Workdir(spec['complexity_workdir']).model_config())
+    complexity.check_codec(model, codec)
   k = spec['num_samples']
   config = scoring.ScoringConfig(
       num_samples=k, score_bound='single' if k == 1 else 'importance_weighted',
       batch_size=spec['batch_size'], seed=spec['seed'])
-  scorer = scoring.ImageScorer(model, config, background)
+  scorer = scoring.ImageScorer(model, config, background,
+                               complexity_codec=codec)
   own_config = data_lib.DataConfig(**configs['data'])
   ds = data_lib.load_dataset(own_config)
   rng = np.random.default_rng([spec['seed'], 5])
@@ -260,6 +283,7 @@ def worker_main(spec):
         'num_images': int(len(images)),
         'mean_bpd': float(columns['bpd'].mean()),
         'mean_png_bpd': float(columns['png_bits'].mean() / model.num_dims),
+        **_mean_flowpp_bpd(columns, model.num_dims),
         'metrics': metrics,
     })
     histograms[name] = _histogram_data(columns)
@@ -269,12 +293,16 @@ def worker_main(spec):
       'model': _training_summary(spec['workdir']),
       'background': (_training_summary(spec['background_workdir'])
                      if spec.get('background_workdir') else None),
+      'complexity_model': (_training_summary(spec['complexity_workdir'])
+                           if spec.get('complexity_workdir') else None),
       'image_shape': list(model.image_shape),
       'num_levels': model.num_levels,
       'num_samples': k,
       'num_test_images': int(len(test_images)),
       'test_mean_bpd': float(inside['bpd'].mean()),
       'test_mean_png_bpd': float(inside['png_bits'].mean() / model.num_dims),
+      **{f'test_{k}': v for k, v in
+         _mean_flowpp_bpd(inside, model.num_dims).items()},
       'entropy_bpd': typicality.entropy_bpd,
       'reference_images': [int(len(reference)), int(len(held))],
       'validation_mean_bpd': float(held.mean()),
@@ -282,6 +310,13 @@ def worker_main(spec):
       'histograms': histograms,
       'seconds': time.time() - started,
   })
+
+
+def _mean_flowpp_bpd(columns, num_dims):
+  """{'mean_flowpp_bpd': L/D of the generic model} if it was scored."""
+  if 'flowpp_bits' not in columns:
+    return {}
+  return {'mean_flowpp_bpd': float(columns['flowpp_bits'].mean() / num_dims)}
 
 
 def _histogram_data(columns):
@@ -322,6 +357,54 @@ def write_perturbed(workdir, out, rate, copies, seed):
         f'{len(train)}, rate {rate}) of {ds.name} to {out}; train the '
         f'background with bin/train --flagfile=<the run\'s flags> '
         f'--dataset=npz:{out} --workdir=BACKGROUND_RUN')
+
+
+# Generic images for our own code length ---------------------------------------------
+
+
+def write_patches(out, image_size, num_levels, count, seed):
+  """Writes grey patches of scikit-learn's two sample photographs to ``out``.
+
+  A generic image set of the model's shape that is none of the OOD sets:
+  random ``image_size``² crops of the luminance of ``china.jpg`` and
+  ``flower.jpg`` (`sklearn.datasets.load_sample_images`), each photo
+  area-downscaled by 2^0 … 2^-4 first, quantized to ``num_levels``. The
+  model trained on it (``bin/train --dataset=npz:FILE``) gives the code
+  length L(x) of the S (flowpp) score (``--complexity_workdir``).
+  """
+  import io  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+  from tfp_flowpp.training import atomic_files  # pylint: disable=g-import-not-at-top
+  if not 2 <= num_levels <= 256:
+    raise ValueError(f'--num_levels must be in [2, 256], got {num_levels}.')
+  rng = np.random.default_rng([seed, 23])
+  pyramid = []
+  for photo in datasets.load_sample_images().images:
+    grey = Image.fromarray(photo).convert('L')
+    for octave in range(5):
+      w, h = grey.width >> octave, grey.height >> octave
+      if min(w, h) >= 2 * image_size:
+        pyramid.append(np.asarray(grey.resize((w, h), Image.BOX)))
+
+  def crops(n):
+    out = np.empty((n, image_size, image_size, 1), np.uint8)
+    for i, level in enumerate(rng.integers(0, len(pyramid), n)):
+      image = pyramid[level]
+      y = rng.integers(0, image.shape[0] - image_size + 1)
+      x = rng.integers(0, image.shape[1] - image_size + 1)
+      out[i, ..., 0] = image[y:y + image_size, x:x + image_size]
+    return np.round(out * ((num_levels - 1) / 255.)).astype(np.uint8)
+
+  buffer = io.BytesIO()
+  np.savez(buffer, images=crops(count), test_images=crops(max(count // 10, 1)),
+           num_levels=np.int64(num_levels))
+  atomic_files.atomic_write_bytes(out, buffer.getvalue())
+  print(f'Wrote {count} + {max(count // 10, 1)} test {image_size}×{image_size} '
+        f'patches ({num_levels} levels, {len(pyramid)} photo scales) to {out}; '
+        'train the generic model with bin/train --flagfile=<the run\'s flags> '
+        f'--dataset=npz:{out} --workdir=GENERIC_RUN')
 
 
 # Report ------------------------------------------------------------------------------
@@ -396,9 +479,9 @@ def _cell(value):
   return f'**{text}**' if value >= 0.9 else text
 
 
-def _model_line(summary, what):
+def _model_line(summary, what, empty='likelihood-ratio column empty'):
   if summary is None:
-    return f'* {what}: none (likelihood-ratio column empty).'
+    return f'* {what}: none ({empty}).'
   parts = [f'dataset `{summary["dataset"]}`']
   if summary.get('perturbation'):
     rate, copies = summary['perturbation']
@@ -432,20 +515,29 @@ def _experiment_markdown(title, result, doc_path, figures_dir):
   lines = [f'### {title} ({shape}, {result["num_levels"]} levels)', '']
   lines.append(_model_line(result['model'], 'Model'))
   lines.append(_model_line(result['background'], 'Background model'))
+  lines.append(_model_line(result.get('complexity_model'),
+                           'Generic model of S (flowpp)',
+                           'S (flowpp) column empty'))
   lines.append(
       f'* In-distribution: {result["num_test_images"]} test images, mean '
       f'{result["test_mean_bpd"]:.3f} bits/dim ({bound}; PNG '
-      f'{result["test_mean_png_bpd"]:.2f} bits/dim). Typicality: Ĥ = '
+      f'{result["test_mean_png_bpd"]:.2f} bits/dim'
+      + (f'; our code length under the generic model '
+         f'{result["test_mean_flowpp_bpd"]:.3f} bits/dim'
+         if 'test_mean_flowpp_bpd' in result else '') +
+      '). Typicality: Ĥ = '
       f'{result["entropy_bpd"]:.3f} from {result["reference_images"][0]} '
       f'training images, bootstrap from {result["reference_images"][1]} '
       f'validation images (mean {result["validation_mean_bpd"]:.3f}).')
   lines.append('')
+  flowpp = 'test_mean_flowpp_bpd' in result
   headers = (['OOD set', 'n', 'mean bpd', 'PNG bpd'] +
-             [h for _, h in SCORES])
+             (['flowpp L/D'] if flowpp else []) + [h for _, h in SCORES])
   rows = []
   for s in result['sets']:
     rows.append([s['name'], s['num_images'], f'{s["mean_bpd"]:.3f}',
                  f'{s["mean_png_bpd"]:.2f}'] +
+                ([f'{s["mean_flowpp_bpd"]:.3f}'] if flowpp else []) +
                 [_cell(_auroc(s, k)) for k, _ in SCORES])
   lines.append(_common.markdown_table(headers, rows))
   if result.get('figure'):
@@ -481,10 +573,8 @@ def _targets(results):
       continue
     misses = []
     for s in result['sets']:
-      best = max([v for v in (_auroc(s, 'complexity_png'),
-                              _auroc(s, 'complexity_webp'),
-                              _auroc(s, 'likelihood_ratio')) if v is not None],
-                 default=None)
+      best = max([v for v in map(lambda k: _auroc(s, k), CORRECTED)
+                  if v is not None], default=None)
       if best is None or best < 0.9:
         misses.append(f'{s["name"]} (best {best:.3f})' if best is not None
                       else s['name'])
@@ -504,7 +594,10 @@ def report(results, doc_path, figures_dir):
       '(Nalisnick et al. 2019); *M=10*: the same statistic of disjoint '
       'random batches of 10 images (one value per batch); *S*: bpd − '
       'L(x)/D with L the PNG / WebP-lossless file length (Serrà et al. '
-      '2020; Pillow); *LLR*: bpd − bpd of the background model, i.e. '
+      '2020; Pillow), or *S (flowpp)* with L our own bits-back code length '
+      'of the image under a generic model (`compression.Codec.code_lengths`: '
+      'each image coded alone, overhead included) trained on photo patches '
+      '(`bench/ood.py --write_patches`), none of which is an OOD set; *LLR*: bpd − bpd of the background model, i.e. '
       '−LLR/(D ln 2) (Ren et al. 2019). *mean bpd* / *PNG bpd*: the set\'s '
       'mean bound and PNG length per dimension. AUPR for every cell is in '
       '`ood_results.json`.', '']
@@ -570,6 +663,11 @@ def main(argv):
                         f'{title}.')
     parser.add_argument(f'--{background_flag}', default=None,
                         help=f'Background model of --{flag}.')
+  for _, title, flag, _, _ in EXPERIMENTS:
+    parser.add_argument(f'--{complexity_flag(flag)}', default=None,
+                        help=f'Generic model of --{flag} for S (flowpp): '
+                        'our code length L(x) (a run of the same image shape '
+                        'and levels, e.g. trained on --write_patches).')
   parser.add_argument('--max_images', type=int, default=None,
                       help='Test images (and images per OOD set): a seeded '
                       'random subset (default 2000; 64 with --quick).')
@@ -587,6 +685,13 @@ def main(argv):
   parser.add_argument('--write_perturbed', default=None,
                       help='Instead of scoring: write this run\'s training '
                       'split, pixel-perturbed, to --out (.npz).')
+  parser.add_argument('--write_patches', action='store_true',
+                      help='Instead of scoring: write generic photo patches '
+                      '(--image_size, --num_levels, --count) to --out (.npz) '
+                      'to train a --*complexity_workdir model on.')
+  parser.add_argument('--image_size', type=int, default=8)
+  parser.add_argument('--num_levels', type=int, default=17)
+  parser.add_argument('--count', type=int, default=50000)
   parser.add_argument('--out', default=None)
   parser.add_argument('--mutation_rate', type=float, default=0.2)
   parser.add_argument('--copies', type=int, default=1)
@@ -598,9 +703,16 @@ def main(argv):
     write_perturbed(args.write_perturbed, args.out, args.mutation_rate,
                     args.copies, args.seed)
     return 0
+  if args.write_patches:
+    if not args.out or not args.out.endswith('.npz'):
+      parser.error('--write_patches needs --out=FILE.npz')
+    write_patches(args.out, args.image_size, args.num_levels, args.count,
+                  args.seed)
+    return 0
   if args.quick and not args.digits_workdir:
     args.digits_workdir = GOLDEN
     args.digits_background_workdir = GOLDEN
+    args.digits_complexity_workdir = GOLDEN
   if args.max_images is None:
     args.max_images = 64 if args.quick else 2000
   if args.reference_images is None:
@@ -630,11 +742,13 @@ def main(argv):
   load, busy = _common.wait_for_quiet(timeout=args.wait_for_quiet)
   env = _common.environment(load, busy)
   local = ('--output_doc', '--figures_dir') + tuple(
-      f'--{flag}' for e in EXPERIMENTS for flag in e[2:4])
+      f'--{flag}' for e in EXPERIMENTS
+      for flag in (*e[2:4], complexity_flag(e[2])))
   for key, title, flag, background_flag, heldout in selected:
     spec = {
         'key': key, 'workdir': getattr(args, flag),
         'background_workdir': getattr(args, background_flag),
+        'complexity_workdir': getattr(args, complexity_flag(flag)),
         'heldout': heldout, 'num_samples': args.num_samples,
         'batch_size': args.batch_size, 'seed': args.seed,
         'max_images': args.max_images,
@@ -647,7 +761,9 @@ def main(argv):
     command = _common.reproduce_command('ood.py', argv, local)
     result['command'] = command + f' --{flag}=RUN' + (
         f' --{background_flag}=BACKGROUND_RUN'
-        if spec['background_workdir'] else '')
+        if spec['background_workdir'] else '') + (
+            f' --{complexity_flag(flag)}=GENERIC_RUN'
+            if spec['complexity_workdir'] else '')
     figure = os.path.join(figures_dir, f'ood_{key}.png')
     _figure(result, figure)
     del result['histograms']  # Only for the figure; keeps the JSON small.

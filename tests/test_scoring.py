@@ -7,6 +7,8 @@ copy of it.
 
 import csv
 import io
+import json
+import math
 import os
 import shutil
 import subprocess
@@ -459,6 +461,34 @@ def test_ood_bench_quick(tmp_path):
     assert name in text, name
   assert (tmp_path / 'figures' / 'ood_results.json').exists()
   assert (tmp_path / 'figures' / 'ood_digits.png').stat().st_size > 0
+  # --quick codes with the scored model itself as the generic model: the
+  # S (flowpp) column and the code lengths are filled in.
+  assert '| S (flowpp) |' in text and 'flowpp L/D' in text
+  results = json.loads((tmp_path / 'figures' / 'ood_results.json').read_text())
+  digits = results['digits']
+  # Its own code: within coding overhead and bound noise of its own bound.
+  flowpp, bound = digits['test_mean_flowpp_bpd'], digits['test_mean_bpd']
+  assert abs(flowpp - bound) < 0.3 and flowpp < math.log2(17), (flowpp, bound)
+  for s in digits['sets']:
+    assert 0 <= s['metrics']['complexity_flowpp']['auroc'] <= 1, s['name']
+
+
+def test_ood_bench_writes_generic_patches(tmp_path):
+  out = tmp_path / 'patches.npz'
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'bench', 'ood.py'),
+       '--write_patches', '--image_size=6', '--num_levels=17', '--count=300',
+       f'--out={out}'], capture_output=True, text=True, timeout=300,
+      cwd=ROOT, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  dataset = data_lib.load_dataset(data_lib.DataConfig(dataset=f'npz:{out}'))
+  assert dataset.image_shape == (6, 6, 1) and dataset.num_levels == 17
+  assert dataset.num_examples['test'] == 30
+  images = dataset.arrays('train')
+  assert images.max() <= 16 and len(np.unique(images)) > 10
+  # Photo patches: neighbouring pixels are close, unlike noise.
+  step = np.abs(np.diff(images.astype(int), axis=2)).mean()
+  assert step < 2., step
 
 
 def test_ood_bench_writes_perturbed_training_data(tmp_path):
