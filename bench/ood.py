@@ -320,7 +320,7 @@ def _mean_flowpp_bpd(columns, num_dims):
 
 
 def _histogram_data(columns):
-  keys = ('bpd', 'complexity_png', 'likelihood_ratio')
+  keys = ('bpd', 'complexity_png', 'complexity_flowpp', 'likelihood_ratio')
   return {k: [round(float(v), 5) for v in columns[k]] for k in keys
           if k in columns}
 
@@ -411,16 +411,19 @@ def write_patches(out, image_size, num_levels, count, seed):
 
 
 def _figure(result, path):
-  """Histograms of raw bpd, S (PNG) and LLR: in-distribution vs every set."""
+  """Histograms of raw bpd, S (PNG), S (flowpp) and LLR: in-distribution vs
+  every set."""
   import io  # pylint: disable=g-import-not-at-top
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from tfp_flowpp.training import atomic_files  # pylint: disable=g-import-not-at-top
-  keys = [k for k in ('bpd', 'complexity_png', 'likelihood_ratio')
+  keys = [k for k in ('bpd', 'complexity_png', 'complexity_flowpp',
+                      'likelihood_ratio')
           if k in result['histograms']['in-distribution test']]
   titles = {'bpd': 'raw bits/dim', 'complexity_png': 'S = bpd − L_PNG/D',
+            'complexity_flowpp': 'S = bpd − L_flowpp/D',
             'likelihood_ratio': 'bpd − bpd_background'}
   fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6),
                            dpi=100, squeeze=False)
