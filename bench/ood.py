@@ -72,16 +72,6 @@ EXPERIMENTS = (
      'digits_heldout_workdir', 'digits_heldout_background_workdir', True),
 )
 TYPICALITY_BATCH = 10
-# Scores the target "S or LLR >= 0.9" counts.
-CORRECTED = ('complexity_png', 'complexity_webp', 'complexity_flowpp',
-             'likelihood_ratio')
-
-
-def complexity_flag(flag):
-  """The flag of an experiment's generic model: digits_workdir ->
-  digits_complexity_workdir."""
-  return flag.replace('workdir', 'complexity_workdir')
-
 # Score columns of the tables: (result key, header).
 SCORES = (
     ('bpd', 'raw bpd'),
@@ -92,6 +82,17 @@ SCORES = (
     ('complexity_flowpp', 'S (flowpp)'),
     ('likelihood_ratio', 'LLR'),
 )
+
+# Scores the target "S or LLR >= 0.9" counts.
+CORRECTED = ('complexity_png', 'complexity_webp', 'complexity_flowpp',
+             'likelihood_ratio')
+
+
+def complexity_flag(flag):
+  """The flag of an experiment's generic model: digits_workdir ->
+  digits_complexity_workdir."""
+  return flag.replace('workdir', 'complexity_workdir')
+
 
 # Images --------------------------------------------------------------------------
 
