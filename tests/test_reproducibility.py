@@ -104,8 +104,10 @@ _KILLED_AFTER_N = textwrap.dedent('''
 ''')
 
 
-# bfloat16 too: the default precision (auto) picks it on AMX/AVX512-BF16 CPUs.
-@pytest.mark.parametrize('policy', ['float32', 'mixed_bfloat16'])
+# bfloat16 too: the default precision (auto) picks it on AMX/AVX512-BF16 CPUs
+# (slow: three more trainings; run with -m slow).
+@pytest.mark.parametrize(
+    'policy', ['float32', pytest.param('mixed_bfloat16', marks=pytest.mark.slow)])
 def test_deterministic_resume_after_sigkill_is_bit_identical(tmp_path, policy):
   """Killed at N and resumed == uninterrupted == another uninterrupted run."""
   a, b, c = (str(tmp_path / name) for name in 'abc')
