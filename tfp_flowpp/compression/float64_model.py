@@ -6,10 +6,10 @@ precision than float32 offers (a grid of 2^-24 on values of order 100).
 `float64_model` rebuilds the architecture of ``model_config`` with
 ``dtype='float64'`` -- networks included, whatever precision the model was
 trained or restored in (bfloat16 networks would neither be reproducible
-across CPUs nor precise enough) -- and copies every variable of the trained model into it
-(variables are created in the same order, so they are matched one to one by
-position, checking names and shapes), then checks that both models map the
-same probe images to the same latents.
+across CPUs nor precise enough) -- and copies every variable of the trained
+model into it (variables are created in the same order, so they are matched
+one to one by position, checking names and shapes), then checks that both
+models map the same probe images to the same latents.
 """
 
 import numpy as np
@@ -32,8 +32,8 @@ def float64_model(model, model_config):
   Raises:
     ValueError: the model does not match its config (one line).
   """
-  if (tf.as_dtype(model_config.dtype) == tf.float64 and
-      precision.policy_of(model) == 'float32'):
+  policy = precision.policy_of(model)
+  if tf.as_dtype(model_config.dtype) == tf.float64 and policy == 'float32':
     return model
   twin = model_builder.build_model(
       model_config.replace(dtype='float64', precision='float32'))
@@ -47,11 +47,11 @@ def float64_model(model, model_config):
       raise ValueError(f'Variable {s.name} {s.shape} of the model does not '
                        f'match {t.name} {t.shape} of its config.')
     t.assign(tf.cast(s, t.dtype))
-  _check_same_map(model, twin)
+  _check_same_map(model, twin, 1e-3 if policy == 'float32' else 5e-2)
   return twin
 
 
-def _check_same_map(model, twin):
+def _check_same_map(model, twin, tolerance):
   """Both models must send probe images to (nearly) the same latents.
 
   Nearly: float32 rounding (1e-3), or that of 16-bit networks (5e-2; a
@@ -62,7 +62,6 @@ def _check_same_map(model, twin):
   probe = np.random.default_rng(0).integers(0, model.num_levels, shape)
   reference = model.encode(probe).numpy().astype(np.float64)
   latents = twin.encode(probe).numpy()
-  tolerance = 1e-3 if precision.policy_of(model) == 'float32' else 5e-2
   scale = tolerance * (1. + np.abs(reference))
   if not np.all(np.abs(latents - reference) <= scale):
     raise ValueError('The float64 copy of the model disagrees with the '
