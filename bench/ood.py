@@ -230,12 +230,8 @@ def worker_main(spec):
     background, _, _ = training.restore_for_inference(
         spec['background_workdir'])
   if spec.get('complexity_workdir'):
-    from tfp_flowpp import compression  # pylint: disable=g-import-not-at-top
     from tfp_flowpp.scoring import complexity  # pylint: disable=g-import-not-at-top
-    generic, _, _ = training.restore_for_inference(spec['complexity_workdir'])
-    codec = compression.Codec(
-        generic, training.Workdir(spec['complexity_workdir']).model_config())
-    complexity.check_codec(model, codec)
+    codec = complexity.load_codec(spec['complexity_workdir'], model)
   k = spec['num_samples']
   config = scoring.ScoringConfig(
       num_samples=k, score_bound='single' if k == 1 else 'importance_weighted',
@@ -458,17 +454,9 @@ def _figure(result, path):
 
 
 def _cpu_flags_line():
-  """The bf16 / AMX flags of /proc/cpuinfo (what matmul speed rests on)."""
-  try:
-    with open('/proc/cpuinfo') as f:
-      flags = set(next((l.split(':', 1)[1] for l in f if l.startswith('flags')),
-                       '').split())
-  except OSError:
-    return '* CPU flags: unknown (no /proc/cpuinfo).'
-  found = sorted(f for f in flags if 'bf16' in f or f.startswith('amx'))
-  amx = any(f.startswith('amx') for f in found)
-  return (f'* CPU flags: {", ".join(found) or "no bf16"}'
-          f'{"" if amx else "; no AMX"} (/proc/cpuinfo).')
+  """The bf16 flags of /proc/cpuinfo (what matmul speed rests on)."""
+  return (f'* CPU bf16 flags: {", ".join(_common.cpu_bf16_flags()) or "none"} '
+          '(/proc/cpuinfo).')
 
 
 def _auroc(set_result, key):

@@ -106,18 +106,11 @@ def load_complexity_codec(model):
   """The `compression.Codec` of ``--complexity_workdir``, or None."""
   if not FLAGS.complexity_workdir:
     return None
-  from tfp_flowpp import compression  # pylint: disable=g-import-not-at-top
-  from tfp_flowpp import training  # pylint: disable=g-import-not-at-top
   from tfp_flowpp.scoring import complexity  # pylint: disable=g-import-not-at-top
-  workdir = FLAGS.complexity_workdir
-  generic, _, _ = training.restore_for_inference(workdir)
   try:
-    codec = compression.Codec(generic,
-                              training.Workdir(workdir).model_config())
-    complexity.check_codec(model, codec)
+    return complexity.load_codec(FLAGS.complexity_workdir, model)
   except ValueError as e:
-    raise ValueError(f'--complexity_workdir={workdir}: {e}') from None
-  return codec
+    raise ValueError(f'--complexity_workdir={e}') from None
 
 
 def make_scorer(model):

@@ -63,6 +63,8 @@ def test_train_writes_outputs_and_reports_test_bpd(trained):
   assert config['train']['train_steps'] == 20
 
 
+# Slow: test_reproducibility's SIGKILL test reruns the command and resumes too.
+@pytest.mark.slow
 def test_rerunning_the_same_command_resumes(trained):
   workdir, _ = trained
   result = run('train', f'--flagfile={TINY}', f'--workdir={workdir}',
@@ -176,14 +178,16 @@ def test_unreadable_image_folder_is_a_one_line_error(tmp_path):
 
 def test_workdir_of_another_architecture_is_refused(trained, tmp_path):
   workdir, _ = trained
-  before = open(os.path.join(workdir, 'metrics.jsonl')).read()
+  before = {f: open(os.path.join(workdir, f)).read()
+            for f in ('config.json', 'metrics.jsonl')}
   result = run('train', f'--flagfile={TINY}', f'--workdir={workdir}',
                '--filters=16')
   assert result.returncode != 0
   ours = error_lines(result)
   assert len(ours) == 1 and 'different architecture' in ours[0]
   assert 'filters' in ours[0]
-  assert open(os.path.join(workdir, 'metrics.jsonl')).read() == before
+  for f, text in before.items():  # Refused before anything is written.
+    assert open(os.path.join(workdir, f)).read() == text, f
 
 
 def test_inference_tools_reject_missing_workdir(tmp_path):

@@ -433,7 +433,9 @@ def test_code_length_is_the_bound_plus_accounted_overheads(compressed):
   assert 0 <= payload_bits - (stats.bootstrap_bits + stats.coded_bits) <= 64
 
 
-@pytest.mark.parametrize('seed', [1, 2, 3, 4])
+# Seeds 3 and 4 run with -m slow (13 s each; 1 and 2 were the positive gaps).
+@pytest.mark.parametrize('seed', [1, 2] + [
+    pytest.param(s, marks=pytest.mark.slow) for s in (3, 4)])
 def test_flowpp_code_never_costs_more_than_the_bound_for_other_weights(seed):
   """Bits-back part ≤ bound + 0.005 bits/dim on 4 more models; bit-exact.
 
@@ -779,9 +781,15 @@ def test_bench_whole_set_codecs_take_a_thousand_images():
     tiles = tiles.reshape(-1, 28, 28, 1)
     np.testing.assert_array_equal(tiles[:n], images)
     assert not tiles[n:].any()
-  codecs = bench.classical_codecs(
-      rng.integers(0, 256, (1000, 28, 28, 1)).astype(np.uint8))
+  # The whole-set WebP of 1,000 images (what crashed), then every codec on
+  # a few (per-image lzma at preset 9e costs 50 ms an image).
+  thousand = rng.integers(0, 256, (1000, 28, 28, 1)).astype(np.uint8)
+  assert bench._webp(bench._mosaic(thousand)) > thousand.size  # pylint: disable=protected-access
+  codecs = bench.classical_codecs(thousand[:60])
   assert set(codecs) == {'PNG (optimize)', 'WebP lossless', 'lzma', 'bz2'}
+  # Noise does not compress: every code is at least the raw size.
+  assert all(min(per_image, whole) > 60 * 28 * 28 * 0.99
+             for per_image, whole in codecs.values())
 
 
 @pytest.mark.parametrize('grid_bits', [20, 24])

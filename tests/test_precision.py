@@ -223,7 +223,10 @@ def _run_step(trainer, images, step):
   return trainer.train_step(dist, tf.constant(step, tf.int64))
 
 
-@pytest.mark.parametrize('replicas', [1, 2])
+# One replica runs with -m slow: two replicas take the same path plus the
+# cross-replica reduction of the overflow flag.
+@pytest.mark.parametrize('replicas', [
+    pytest.param(1, marks=pytest.mark.slow), 2])
 def test_float16_overflow_is_skipped_uncounted_and_a_nan_is_counted(
     tmp_path, replicas):
   strategy = (

@@ -10,6 +10,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -245,7 +246,9 @@ def test_image_scorer_columns(restored, digits4, workdir):
                                      again[name])['auroc'] == pytest.approx(0.5), name
   # Our own code length under a second model (here the run's own, coded
   # alone per image): the column is that codec's per-image lengths.
-  codec = compression.Codec(model, training.Workdir(workdir).model_config())
+  codec = complexity.load_codec(workdir, model)
+  assert codec.fingerprint == compression.Codec(
+      model, training.Workdir(workdir).model_config()).fingerprint
   coded = scoring.ImageScorer(
       model, scoring.ScoringConfig(num_samples=1, batch_size=32, seed=1,
                                    codecs=('png',)), complexity_codec=codec)
@@ -264,6 +267,10 @@ def test_image_scorer_columns(restored, digits4, workdir):
   wrong = types.SimpleNamespace(image_shape=(8, 8, 1), num_levels=17)
   with pytest.raises(ValueError, match='complexity model takes 8x8x1'):
     scoring.ImageScorer(model, complexity_codec=wrong)
+  with pytest.raises(ValueError, match=f'^{re.escape(workdir)}: the '
+                     'complexity model takes 4x4x1 images but the model '
+                     'takes 8x8x1'):
+    complexity.load_codec(workdir, wrong)  # Run for 4x4 images, 8x8 model.
   wrong = types.SimpleNamespace(image_shape=(4, 4, 1), num_levels=256)
   with pytest.raises(ValueError, match='complexity model has 256 levels'):
     scoring.ImageScorer(model, complexity_codec=wrong)

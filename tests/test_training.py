@@ -133,7 +133,10 @@ def test_mirrored_strategies_of_one_process_do_not_collide():
   np.testing.assert_array_equal(all_reduce(second, 7), np.full([7], 2.))
 
 
-@pytest.mark.parametrize('replicas', [1, 2])
+# One replica runs with -m slow: two take the same path plus the
+# cross-replica agreement on skipping.
+@pytest.mark.parametrize('replicas', [
+    pytest.param(1, marks=pytest.mark.slow), 2])
 def test_non_finite_step_is_skipped_and_counted(tmp_path, replicas):
   strategy = (
       mirrored_strategy() if replicas == 2 else tf.distribute.get_strategy())
@@ -311,9 +314,27 @@ def test_training_run_writes_every_output_and_resumes(tmp_path):
   } <= set(figures)
   assert os.listdir(os.path.join(workdir, 'tensorboard'))
   assert tf.train.latest_checkpoint(os.path.join(workdir, 'checkpoints'))
-  # Extending train_steps continues from step 6, not from scratch.
-  record = trainer_lib.Trainer(tiny_model_config(), DATA,
-                               train_config(train_steps=9), workdir).run()
+  # Another architecture is refused before anything is written.
+  stamp = {
+      f: os.path.getmtime(os.path.join(workdir, f))
+      for f in ('config.json', 'metrics.jsonl')
+  }
+  with pytest.raises(ValueError, match='different architecture.*filters'):
+    trainer_lib.Trainer(
+        tiny_model_config(filters=16), DATA, train_config(), workdir)
+  for f, t in stamp.items():
+    assert os.path.getmtime(os.path.join(workdir, f)) == t
+  # Extending train_steps continues from step 6, not from scratch, and
+  # wall/CPU seconds (so --max_cpu_seconds) continue from the checkpoint.
+  first = record
+  resumed = trainer_lib.Trainer(tiny_model_config(), DATA,
+                                train_config(train_steps=9), workdir)
+  assert resumed.restore_or_initialize() == 6
+  assert resumed.cpu_seconds == pytest.approx(first['cpu_seconds'])
+  assert resumed.elapsed == pytest.approx(first['elapsed_sec'])
+  record = resumed.run()
+  assert record['cpu_seconds'] > first['cpu_seconds'] > 0.
+  assert record['elapsed_sec'] > first['elapsed_sec'] > 0.
   metrics = [
       json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))
   ]
@@ -330,21 +351,12 @@ def test_training_run_writes_every_output_and_resumes(tmp_path):
   assert (f'Already trained to step 9 (train_steps=9): val '
           f'{metrics[-1]["val_bpd"]:.4f}, TEST {metrics[-1]["test_bpd"]:.4f} '
           'bits/dim') in stream.getvalue()
-
-
-def test_different_architecture_is_refused_before_writing(tmp_path):
-  workdir = str(tmp_path / 'run')
-  trainer_lib.Trainer(tiny_model_config(), DATA, train_config(train_steps=3),
-                      workdir).run()
-  stamp = {
-      f: os.path.getmtime(os.path.join(workdir, f))
-      for f in ('config.json', 'metrics.jsonl')
-  }
-  with pytest.raises(ValueError, match='different architecture.*filters'):
-    trainer_lib.Trainer(
-        tiny_model_config(filters=16), DATA, train_config(), workdir)
-  for f, t in stamp.items():
-    assert os.path.getmtime(os.path.join(workdir, f)) == t
+  # A budget already spent before the resume stops the resumed run at once.
+  budget = trainer_lib.Trainer(
+      tiny_model_config(), DATA, train_config(
+          train_steps=20, max_cpu_seconds=record['cpu_seconds'] / 2),
+      workdir, stream=io.StringIO())
+  assert budget.run()['step'] == 9
 
 
 def _random_dataset(n, levels=17, shape=(4, 4, 1), **config):
@@ -693,27 +705,3 @@ def test_a_signal_stops_training_at_the_next_step_with_a_checkpoint(
   assert 'Interrupted at step 3; checkpoint saved' in trainer.stream.getvalue()
   assert os.path.exists(tmp_path / 'checkpoints' / 'ckpt-3.index')
   assert {s: signal.getsignal(s) for s in before} == before
-
-
-def test_training_time_adds_up_across_resumes(tmp_path):
-  """wall/CPU seconds (and so --max_cpu_seconds) continue from the checkpoint."""
-  config = train_config(train_steps=4, eval_every=4, checkpoint_every=2)
-  first = trainer_lib.Trainer(tiny_model_config(), DATA, config,
-                              str(tmp_path), stream=io.StringIO()).run()
-  resumed = trainer_lib.Trainer(
-      tiny_model_config(), DATA, train_config(
-          train_steps=6, eval_every=4, checkpoint_every=2),
-      str(tmp_path), stream=io.StringIO())
-  assert resumed.restore_or_initialize() == 4
-  assert resumed.cpu_seconds == pytest.approx(first['cpu_seconds'])
-  assert resumed.elapsed == pytest.approx(first['elapsed_sec'])
-  second = resumed.run()
-  assert second['cpu_seconds'] > first['cpu_seconds'] > 0.
-  assert second['elapsed_sec'] > first['elapsed_sec'] > 0.
-  # A budget already spent before the resume stops the resumed run at once.
-  budget = trainer_lib.Trainer(
-      tiny_model_config(), DATA, train_config(
-          train_steps=20, eval_every=4, checkpoint_every=2,
-          max_cpu_seconds=second['cpu_seconds'] / 2),
-      str(tmp_path), stream=io.StringIO())
-  assert budget.run()['step'] == 6

@@ -51,7 +51,7 @@ from PIL import Image
 from tfp_flowpp.scoring import per_image
 
 __all__ = ['CODEC_OPTIONS', 'MODEL_CODEC', 'check_codec', 'code_length_bits',
-           'complexity_corrected_bpd', 'encode']
+           'complexity_corrected_bpd', 'encode', 'load_codec']
 
 # Pillow format and save() options of each codec.
 CODEC_OPTIONS = {
@@ -113,6 +113,28 @@ def code_length_bits(images, codec='png'):
 def check_codec(model, codec):
   """Raises ValueError unless ``codec`` codes the model's kind of image."""
   per_image.check_same_images(model, codec, 'the complexity model')
+
+
+def load_codec(workdir, model):
+  """The `compression.Codec` of the generic run in ``workdir``, for ``model``.
+
+  Restores the run (EMA weights) and checks that it codes the scored model's
+  kind of image (shape and levels).
+
+  Raises:
+    ValueError: naming ``workdir``, if the run is missing or codes other
+      images.
+  """
+  # Imported here: compression and training import scoring's siblings.
+  from tfp_flowpp import compression  # pylint: disable=g-import-not-at-top
+  from tfp_flowpp import training  # pylint: disable=g-import-not-at-top
+  generic, _, _ = training.restore_for_inference(workdir)
+  codec = compression.Codec(generic, training.Workdir(workdir).model_config())
+  try:
+    check_codec(model, codec)
+  except ValueError as e:
+    raise ValueError(f'{workdir}: {e}') from None
+  return codec
 
 
 def complexity_corrected_bpd(bpd, code_bits, num_dims):
