@@ -107,10 +107,9 @@ def load_complexity_codec(model):
   if not FLAGS.complexity_workdir:
     return None
   from tfp_flowpp.scoring import complexity  # pylint: disable=g-import-not-at-top
-  try:
-    return complexity.load_codec(FLAGS.complexity_workdir, model)
-  except ValueError as e:
-    raise ValueError(f'--complexity_workdir={e}') from None
+  workdir = FLAGS.complexity_workdir
+  return complexity.load_codec(workdir, model,
+                               name=f'--complexity_workdir={workdir}')
 
 
 def make_scorer(model):

@@ -115,25 +115,31 @@ def check_codec(model, codec):
   per_image.check_same_images(model, codec, 'the complexity model')
 
 
-def load_codec(workdir, model):
+def load_codec(workdir, model, name=None):
   """The `compression.Codec` of the generic run in ``workdir``, for ``model``.
 
   Restores the run (EMA weights) and checks that it codes the scored model's
   kind of image (shape and levels).
 
+  Args:
+    workdir: a run of `bin/train` (the generic model).
+    model: the scored model.
+    name: what the errors call the run (e.g. a flag); default ``workdir``.
+
   Raises:
-    ValueError: naming ``workdir``, if the run is missing or codes other
-      images.
+    ValueError: a missing or broken run (the workdir's own one-line error),
+      or ``"<name>: ..."`` if the run codes other images.
   """
   # Imported here: compression and training import scoring's siblings.
   from tfp_flowpp import compression  # pylint: disable=g-import-not-at-top
   from tfp_flowpp import training  # pylint: disable=g-import-not-at-top
   generic, _, _ = training.restore_for_inference(workdir)
-  codec = compression.Codec(generic, training.Workdir(workdir).model_config())
   try:
+    codec = compression.Codec(generic,
+                              training.Workdir(workdir).model_config())
     check_codec(model, codec)
   except ValueError as e:
-    raise ValueError(f'{workdir}: {e}') from None
+    raise ValueError(f'{name or workdir}: {e}') from None
   return codec
 
 
