@@ -6,8 +6,13 @@ passes with a progress bar, and plain-text tables.
 """
 
 import dataclasses
+import hashlib
 import itertools
+import json
 import math
+import os
+import re
+import sys
 import time
 
 from absl import flags
@@ -77,6 +82,13 @@ def define_scoring_flags(num_samples_default):
       '(one image per coding pass); unconditional models only.')
   flags.DEFINE_string(
       'data_dir', None, 'TFDS data directory (default: the run\'s).')
+  flags.DEFINE_bool(
+      'resume', True,
+      'Keep every finished batch of a scoring pass in WORKDIR/scoring/ and, '
+      'when the same command finds the file of an interrupted pass, score '
+      'only the rest (same numbers as an uninterrupted pass; the file is '
+      'deleted when the pass completes). --noresume: start over and keep '
+      'nothing.')
 
 
 def scoring_config():
@@ -136,6 +148,7 @@ class Source:
   labels: np.ndarray | None = None
   paths: np.ndarray | None = None
   own: bool = False
+  identity: str = ''  # The data config, split and count: names its passes.
 
   @property
   def description(self):
@@ -253,9 +266,11 @@ def load_source(configs, options, max_images=0, batch_size=256):
   if not count:
     raise ValueError(f'{ds.name} {split} has no images; pick another '
                      f'--{options.prefix}split.')
+  identity = json.dumps([dataclasses.asdict(config), split, count],
+                        sort_keys=True, default=str)
   source = Source(name=ds.name, split=split, images=None, count=count,
                   image_shape=ds.image_shape, num_levels=ds.num_levels,
-                  own=own)
+                  own=own, identity=identity)
   if ds.streaming:
     source.images = _take_batches(ds, splits, batch_size, count)
     return source
@@ -302,8 +317,12 @@ def check_matches(source, model, prefix='', num_bits_given=False):
 # Scoring passes ---------------------------------------------------------------
 
 
-def with_progress(fn, total, every=10.):
-  """Runs ``fn(callback)`` with an images/s progress bar; (result, seconds)."""
+def with_progress(fn, total, every=10., initial=0):
+  """Runs ``fn(callback)`` with an images/s progress bar; (result, seconds).
+
+  ``initial`` images are already done (a resumed pass): they count towards
+  the bar but not towards the rate.
+  """
   from tfp_flowpp.training import progress  # pylint: disable=g-import-not-at-top
   bar = progress.ProgressBar(total, unit='images')
   start = time.time()
@@ -311,8 +330,10 @@ def with_progress(fn, total, every=10.):
 
   def callback(done):
     now = time.time()
+    if done <= initial:
+      return
     if bar.interactive or done >= total or now - last[0] >= every:
-      bar.update(done, **{'img/s': done / max(now - start, 1e-9)})
+      bar.update(done, **{'img/s': (done - initial) / max(now - start, 1e-9)})
       last[0] = now
 
   result = fn(callback)
@@ -334,12 +355,13 @@ def _reference_images(ds, split, limit, seed, batch_size):
   return images, len(images)
 
 
-def fit_typicality(scorer, configs, reference_images):
+def fit_typicality(scorer, configs, reference_images, workdir=None):
   """The run's typicality reference: (TypicalityTest, note).
 
   Ĥ comes from ``reference_images`` training images of the run (a subset
   seeded by the scoring seed; 0 = all), the bootstrap from as many of its
   validation images (its training images when it has no validation split).
+  With a ``workdir`` (`resume_workdir`) both passes resume.
   """
   from tfp_flowpp import data as data_lib  # pylint: disable=g-import-not-at-top
   ds = _load(data_lib.DataConfig(**configs['data']))
@@ -354,9 +376,31 @@ def fit_typicality(scorer, configs, reference_images):
   note = (f'entropy Ĥ from {num_train} training images, bootstrap from '
           f'{num_held} {held_name} images')
   print(f'Typicality reference: {note}.', flush=True)
-  (test, _, _), _ = with_progress(
-      lambda cb: scorer.fit_typicality(train, held, callback=cb),
-      num_train + num_held)
+  paths = tuple(
+      progress_file(workdir, scorer, f'{ds.name}-typicality-{role}',
+                    json.dumps(
+          [dataclasses.asdict(ds.config), role, split, count,
+           reference_images], sort_keys=True, default=str))
+      for role, split, count in (('reference', 'train', num_train),
+                                 ('bootstrap', held_split, num_held)))
+  total = num_train + num_held
+  stored = _stored_images(scorer, paths)
+  if stored:
+    print(f'Resuming the typicality reference: {stored} of {total} images '
+          'already scored.', flush=True)
+  try:
+    (test, _, _), _ = with_progress(
+        lambda cb: scorer.fit_typicality(train, held, callback=cb,
+                                         progress_files=paths),
+        total, initial=stored)
+  except KeyboardInterrupt:
+    if any(p and os.path.exists(p) for p in paths):
+      print(f'\nInterrupted: the scores of {_stored_images(scorer, paths)} '
+            f'of the {total} typicality reference images are kept in '
+            f'{os.path.dirname(paths[0])}. Re-run the same command to '
+            'resume.', file=sys.stderr)
+    raise
+  _remove_empty_directory(paths[0])
   return test, note
 
 
@@ -371,8 +415,11 @@ def output_columns(source, columns):
   return table
 
 
-def score(scorer, source, typicality):
-  """All columns for ``source`` with a progress bar: (columns, seconds)."""
+def score(scorer, source, typicality, workdir=None):
+  """All columns for ``source`` with a progress bar: (columns, seconds).
+
+  With a ``workdir`` (`resume_workdir`) the pass resumes.
+  """
   config = scorer.config
   bounds = ['single-sample bound']
   if config.num_samples > 1:
@@ -383,9 +430,69 @@ def score(scorer, source, typicality):
     bounds.append('complexity-model code lengths')
   print(f'Scoring {source.count} images of {source.description} '
         f'({", ".join(bounds)}) ...', flush=True)
-  return with_progress(
-      lambda cb: scorer.score(source.images, typicality, callback=cb),
-      source.count)
+  path = progress_file(workdir, scorer, f'{source.name}-{source.split}',
+                       source.identity)
+  initial = _stored_images(scorer, [path])
+  if initial:
+    print(f'Resuming an interrupted pass: {initial} of {source.count} '
+          f'images already scored ({path}).', flush=True)
+  try:
+    result = with_progress(
+        lambda cb: scorer.score(source.images, typicality, callback=cb,
+                                progress_file=path),
+        source.count, initial=initial)
+  except KeyboardInterrupt:
+    if path and os.path.exists(path):
+      kept = _stored_images(scorer, [path])
+      print(f'\nInterrupted: the scores of {kept} of {source.count} images '
+            f'are kept in {path}. Re-run the same command to resume.',
+            file=sys.stderr)
+    raise
+  _remove_empty_directory(path)
+  return result
+
+
+def _stored_images(scorer, paths):
+  """Images the `PartialScores` files at ``paths`` hold (checked)."""
+  from tfp_flowpp import scoring  # pylint: disable=g-import-not-at-top
+  return sum(scoring.PartialScores.open(p, scorer.key).num_images
+             for p in paths if p and os.path.exists(p))
+
+
+def _remove_empty_directory(path):
+  """After a completed pass (its file deleted), drops an empty scoring/."""
+  if path:
+    try:
+      os.rmdir(os.path.dirname(path))
+    except OSError:
+      pass
+
+
+def resume_workdir():
+  """The workdir scoring passes keep their batches in: None if --noresume."""
+  return FLAGS.workdir if FLAGS.resume else None
+
+
+def progress_file(workdir, scorer, name, identity):
+  """Where a pass of ``scorer`` keeps its finished batches.
+
+  ``WORKDIR/scoring/<name>-<digest>.partial.npz``, the digest over the
+  scorer's key and ``identity`` (what the pass scores: data config, split,
+  count); None without a ``workdir`` or when it cannot be written (then
+  said on stderr).
+  """
+  if workdir is None:
+    return None
+  directory = os.path.join(workdir, 'scoring')
+  digest = hashlib.sha256(
+      f'{scorer.key}\n{identity}'.encode()).hexdigest()[:16]
+  name = re.sub(r'[^A-Za-z0-9_.-]+', '_', name)
+  writable = directory if os.path.isdir(directory) else workdir
+  if not os.access(writable, os.W_OK):
+    print(f'Warning: cannot keep partial scores ({writable} is not '
+          'writable); an interrupted pass will start over.', file=sys.stderr)
+    return None
+  return os.path.join(directory, f'{name}-{digest}.partial.npz')
 
 
 # Tables -----------------------------------------------------------------------

@@ -24,6 +24,11 @@ label and source path when known, every column). Images that do not fit the
 model stop with a one-line error naming the flag that fixes it. Scoring the
 run's own data also appends the means to the workdir's metrics.jsonl.
 
+A long pass resumes: every finished batch is kept in WORKDIR/scoring/ until
+the pass completes, and rerunning an interrupted command (Ctrl-C, SIGKILL)
+scores only the rest, with exactly the numbers of an uninterrupted pass
+(``--noresume`` keeps nothing).
+
 A class-conditional model (``--conditioning=class``) is evaluated on its own
 data: the class-conditional bounds log P(x | y) with the true labels, the
 marginal bound log Σ_y P(x | y) p(y) (comparable with an unconditional
@@ -73,9 +78,10 @@ def main():
                                 FLAGS.batch_size)
   _scoring.check_matches(source, model, '', options.num_bits is not None)
   scorer = _scoring.make_scorer(model)
-  typicality, reference = _scoring.fit_typicality(scorer, configs,
-                                                  FLAGS.reference_images)
-  columns, seconds = _scoring.score(scorer, source, typicality)
+  workdir = _scoring.resume_workdir()
+  typicality, reference = _scoring.fit_typicality(
+      scorer, configs, FLAGS.reference_images, workdir)
+  columns, seconds = _scoring.score(scorer, source, typicality, workdir)
 
   k = FLAGS.num_samples
   print(f'{source.description} ({source.count} images, step {step}, EMA '

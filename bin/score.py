@@ -19,7 +19,8 @@ The in-distribution set defaults to the run's own test split; both sets
 take bin/train's data-source forms and the ``--*_classes``, ``--*_num_bits``,
 ``--*_image_size``, ``--*_split`` flags. It prints a table, writes it with
 ``--table=FILE.md|FILE.csv``, and writes a histogram figure of both sets'
-scores (``--figure``, default WORKDIR/figures/ood_<candidates>.png).
+scores (``--figure``, default WORKDIR/figures/ood_<candidates>.png). Each
+set's pass resumes after an interruption, as in bin/evaluate.
 """
 
 import csv
@@ -119,10 +120,12 @@ def main():
     sources.append(source)
   inside_source, candidate_source = sources
   scorer = _scoring.make_scorer(model)
+  workdir = _scoring.resume_workdir()
   typicality, _ = _scoring.fit_typicality(scorer, configs,
-                                          FLAGS.reference_images)
-  inside, _ = _scoring.score(scorer, inside_source, typicality)
-  candidates, _ = _scoring.score(scorer, candidate_source, typicality)
+                                          FLAGS.reference_images, workdir)
+  inside, _ = _scoring.score(scorer, inside_source, typicality, workdir)
+  candidates, _ = _scoring.score(scorer, candidate_source, typicality,
+                                 workdir)
 
   rows, panels = [], []
   for label, a, b in _evaluations(scorer, typicality, inside, candidates):

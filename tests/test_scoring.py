@@ -283,6 +283,85 @@ def test_image_scorer_columns(restored, digits4, workdir):
     scoring.ScoringConfig(codecs=('png', 'jpeg'))
 
 
+def test_an_interrupted_pass_resumes_with_the_same_numbers(restored,
+                                                           digits4, tmp_path):
+  model, _ = restored
+  config = scoring.ScoringConfig(num_samples=2, batch_size=16, seed=3,
+                                 codecs=('png',))
+  scorer = scoring.ImageScorer(model, config, background=model)
+  images = digits4.arrays('test')[:50]  # Batches of 16, 16, 16 and 2.
+  whole = scorer.score(images)
+  path = str(tmp_path / 'sub' / 'pass.partial.npz')
+
+  def stop_after(images_done):
+    def callback(done):
+      if done >= images_done:
+        raise KeyboardInterrupt
+    return callback
+
+  with pytest.raises(KeyboardInterrupt):
+    scorer.score(images, callback=stop_after(32), progress_file=path)
+  kept = scoring.PartialScores.open(path, scorer.key)
+  assert (kept.num_batches, kept.num_images) == (2, 32)
+  assert os.listdir(tmp_path / 'sub') == ['pass.partial.npz']  # No temp.
+  # A third batch, then the rest: each resumed pass recomputes nothing it
+  # has (a changed model would show) and gives exactly the whole pass.
+  with pytest.raises(KeyboardInterrupt):
+    scorer.score(images, callback=stop_after(48), progress_file=path)
+  assert scoring.PartialScores.open(path, scorer.key).num_batches == 3
+  computed = []
+  original = scorer._batch_columns
+  scorer._batch_columns = lambda b, i: computed.append(i) or original(b, i)
+  resumed = scorer.score(images, progress_file=path)
+  assert computed == [3]
+  assert list(resumed) == list(whole)
+  for name in whole:
+    np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)
+  assert not os.path.exists(path)  # Deleted when complete.
+
+  # Only the scorer and the images that wrote a file may resume from it.
+  with pytest.raises(KeyboardInterrupt):
+    scorer.score(images, callback=stop_after(32), progress_file=path)
+  other = scoring.ImageScorer(model, scoring.ScoringConfig(
+      num_samples=2, batch_size=16, seed=4, codecs=('png',)),
+                              background=model)
+  with pytest.raises(ValueError, match='^' + re.escape(
+      f'{path} holds partial scores of another model or scoring '
+      'configuration')):
+    other.score(images, progress_file=path)
+  with pytest.raises(ValueError, match=re.escape(
+      f'{path} holds scores of other images at batch 0 (images 0..15)')):
+    scorer.score(images[::-1], progress_file=path)
+  with pytest.raises(ValueError, match='holds 32 images\' scores but the '
+                     'source has only 16'):
+    scorer.score(images[:16], progress_file=path)
+  assert scoring.PartialScores.open(path, scorer.key).num_images == 32
+  with open(path, 'wb') as f:
+    f.write(b'not an npz')
+  with pytest.raises(ValueError, match='is not a partial-scores file'):
+    scorer.score(images, progress_file=path)
+
+  # The typicality reference: two passes, kept until both are complete.
+  reference, held = digits4.arrays('train')[:40], images[:20]
+  expected = scorer.fit_typicality(reference, held)
+  paths = (str(tmp_path / 'reference.npz'), str(tmp_path / 'bootstrap.npz'))
+  with pytest.raises(KeyboardInterrupt):  # Reference done, bootstrap 1/2.
+    scorer.fit_typicality(reference, held, callback=stop_after(56),
+                          progress_files=paths)
+  assert [scoring.PartialScores.open(p, scorer.key).num_images
+          for p in paths] == [40, 16]
+  calls = []
+  model_bpd = scorer._model_bpd.batch
+  scorer._model_bpd.batch = lambda b, i, k: calls.append(
+      (len(b), i)) or model_bpd(b, i, k)
+  resumed = scorer.fit_typicality(reference, held, progress_files=paths)
+  assert calls == [(4, 1)]  # Only the bootstrap's second batch.
+  assert resumed[0].entropy_bpd == expected[0].entropy_bpd
+  for a, b in zip(resumed[1:], expected[1:]):
+    np.testing.assert_array_equal(a, b)
+  assert not any(os.path.exists(p) for p in paths)
+
+
 @pytest.mark.parametrize('extension', ['.csv', '.npz'])
 def test_score_files_round_trip(tmp_path, extension):
   path = str(tmp_path / f'scores{extension}')
@@ -388,31 +467,50 @@ def test_evaluate_another_dataset_matches_the_library(tmp_path, workdir,
   np.savez(npz, images=images, labels=labels, num_levels=np.int64(17))
   out = str(tmp_path / 'scores.csv')
   metrics_before = open(os.path.join(workdir, 'metrics.jsonl')).read()
-  result = run('evaluate', f'--workdir={workdir}', f'--dataset=npz:{npz}',
-               f'--output={out}', '--num_samples=2', '--batch_size=32',
-               '--reference_images=100', f'--background_workdir={workdir}',
-               f'--complexity_workdir={workdir}')
+  args = ('evaluate', f'--workdir={workdir}', f'--dataset=npz:{npz}',
+          f'--output={out}', '--num_samples=2', '--batch_size=8',
+          '--reference_images=100', f'--background_workdir={workdir}',
+          f'--complexity_workdir={workdir}')
+  scorer = scoring.ImageScorer(
+      model, scoring.ScoringConfig(num_samples=2, batch_size=8),
+      background=model, complexity_codec=compression.Codec(
+          model, training.Workdir(workdir).model_config()))
+  test, _ = _scoring.fit_typicality(scorer, restored[1], 100)
+  expected = scorer.score(images, typicality=test)
+  # An interrupted pass kept two batches (their bpd marked +100): the tool
+  # finds them under the same scorer key and source and scores the rest.
+  source = _scoring.load_source(restored[1], _scoring.SourceOptions(
+      dataset=f'npz:{npz}'), 0, 8)
+  path = _scoring.progress_file(workdir, scorer, 'npz:mine-all',
+                                source.identity)
+  kept = scoring.PartialScores.open(path, scorer.key)
+  for index in range(2):
+    batch = images[8 * index:8 * index + 8]
+    values = scorer._batch_columns(batch, index)
+    kept.append(batch, dict(values, bpd=values['bpd'] + 100.))
+  result = run(*args)
   assert result.returncode == 0, result.stderr[-3000:]
+  assert (f'Resuming an interrupted pass: 16 of 40 images already scored '
+          f'({path})') in result.stdout
+  assert not os.path.exists(os.path.dirname(path))  # Deleted when done.
   for text in ('npz:mine all (40 images', 'single-sample bound',
                'importance-weighted (k=2', '50%', 'complexity_png',
                'complexity_flowpp', 'complexity-model code lengths',
                'Typicality test of all 40 images', 'img/s',
                f'Wrote 40 rows to {out}'):
     assert text in result.stdout, text
-
-  scorer = scoring.ImageScorer(
-      model, scoring.ScoringConfig(num_samples=2, batch_size=32),
-      background=model, complexity_codec=compression.Codec(
-          model, training.Workdir(workdir).model_config()))
-  test, _ = _scoring.fit_typicality(scorer, restored[1], 100)
-  expected = scorer.score(images, typicality=test)
   table = scoring.read_scores(out)
   assert list(table) == ['index', 'label'] + list(expected)
   np.testing.assert_array_equal(table['index'], np.arange(40))
   np.testing.assert_array_equal(table['label'], labels)
+  np.testing.assert_allclose(table['bpd'][:16], expected['bpd'][:16] + 100.,
+                             rtol=1e-6)
   for name, values in expected.items():
-    np.testing.assert_allclose(table[name], values, rtol=1e-6, atol=1e-9,
-                               err_msg=name)
+    rows = slice(None) if name in ('bpd_iw', 'png_bits', 'webp_bits',
+                                   'flowpp_bits', 'background_bpd') else (
+                                       slice(16, None))
+    np.testing.assert_allclose(table[name][rows], values[rows], rtol=1e-6,
+                               atol=1e-9, err_msg=name)
   assert expected['bpd'][30:].min() > expected['bpd'][:30].max()
   # Foreign data is not the run's test bpd: metrics.jsonl is left alone.
   assert open(os.path.join(workdir, 'metrics.jsonl')).read() == metrics_before

@@ -21,6 +21,8 @@ Modules, by what they hold:
 * `likelihood_ratio`: the score against a background model (Ren et al.,
   2019).
 * `scorer`: `ImageScorer`, every column in one pass.
+* `partial_scores`: `PartialScores`, a pass's finished batches in a file,
+  so a long (importance-weighted) pass resumes where it was interrupted.
 * `metrics`: `detection_metrics` (AUROC / AUPR from `sklearn.metrics`).
 * `score_files`: `write_scores` / `read_scores` (CSV or .npz tables).
 * `histograms`: `plot_score_histograms` (in-distribution against candidates).
@@ -35,6 +37,7 @@ from tfp_flowpp.scoring.histograms import plot_score_histograms
 from tfp_flowpp.scoring.likelihood_ratio import check_background
 from tfp_flowpp.scoring.likelihood_ratio import likelihood_ratio_score
 from tfp_flowpp.scoring.metrics import detection_metrics
+from tfp_flowpp.scoring.partial_scores import PartialScores
 from tfp_flowpp.scoring.per_image import PerImageBpd
 from tfp_flowpp.scoring.score_files import FORMATS
 from tfp_flowpp.scoring.score_files import read_scores
@@ -48,6 +51,7 @@ __all__ = [
     'CODECS',
     'FORMATS',
     'ImageScorer',
+    'PartialScores',
     'PerImageBpd',
     'ScoringConfig',
     'TypicalityResult',

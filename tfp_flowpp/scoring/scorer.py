@@ -20,13 +20,16 @@ scores — `score_names`: the raw b, typicality, the complexity-corrected
 scores and the likelihood ratio — all read "higher = more out of
 distribution". Batch ``i`` of a pass draws the noise of every bound from the
 seed ``(seed, i)``, so a call gives the same numbers as `PerImageBpd` (and
-``bin/evaluate``) on the same images with the same config.
+``bin/evaluate``) on the same images with the same config, and a pass given a
+``progress_file`` resumes after an interruption with exactly those numbers
+(`PartialScores`).
 """
 
 import numpy as np
 
 from tfp_flowpp.scoring import complexity
 from tfp_flowpp.scoring import likelihood_ratio
+from tfp_flowpp.scoring import partial_scores
 from tfp_flowpp.scoring import per_image
 from tfp_flowpp.scoring import typicality as typicality_lib
 from tfp_flowpp.scoring.config import ScoringConfig
@@ -68,6 +71,7 @@ class ImageScorer:
     self._background_bpd = None if background is None else (
         per_image.PerImageBpd(background, self.config.batch_size,
                               self.config.seed))
+    self._key = None
 
   @property
   def _score_samples(self):
@@ -90,12 +94,23 @@ class ImageScorer:
       names.append('likelihood_ratio')
     return tuple(names)
 
-  def score_bpd(self, images, callback=None):
-    """The bound the scores use (b), alone: for reference sets."""
-    return self._model_bpd(images, self._score_samples, callback=callback)
+  def score_bpd(self, images, callback=None, progress_file=None):
+    """The bound the scores use (b), alone: for reference sets.
+
+    ``progress_file`` makes the pass resumable, as in `score`.
+    """
+    return self._score_bpd(images, callback, progress_file, True)
+
+  def _score_bpd(self, images, callback, progress_file, remove):
+    k = self._score_samples
+    return self._pass(
+        images, lambda batch, index: {
+            'bpd': self._model_bpd.batch(batch, index, k)},
+        callback, progress_file, remove)['bpd']
 
   def fit_typicality(self, reference_images, bootstrap_images,
-                     num_bootstrap=10_000, callback=None):
+                     num_bootstrap=10_000, callback=None,
+                     progress_files=(None, None)):
     """A `TypicalityTest` from the model's b on in-distribution images.
 
     Args:
@@ -104,61 +119,117 @@ class ImageScorer:
         split) for the bootstrap null distribution.
       num_bootstrap: K, bootstrap batches per batch size.
       callback: optional ``callback(num_images_done)`` (both sets, in turn).
+      progress_files: optional `PartialScores` paths of the two passes
+        (None: not resumable), as ``progress_file`` of `score`; both are
+        deleted once both passes are complete.
 
     Returns:
       ``(test, reference_bpd, bootstrap_bpd)``.
     """
-    reference = self.score_bpd(reference_images, callback)
+    reference = self._score_bpd(reference_images, callback,
+                                progress_files[0], False)
     offset = len(reference)
-    bootstrap = self.score_bpd(
+    bootstrap = self._score_bpd(
         bootstrap_images,
-        None if callback is None else (lambda done: callback(offset + done)))
+        None if callback is None else (lambda done: callback(offset + done)),
+        progress_files[1], False)
+    for path in progress_files:
+      if path is not None:
+        partial_scores.PartialScores(path, self.key).remove()
     test = typicality_lib.TypicalityTest.fit(
         reference, bootstrap, num_bootstrap=num_bootstrap,
         seed=self.config.seed)
     return test, reference, bootstrap
 
-  def score(self, images, typicality=None, callback=None):
+  @property
+  def key(self):
+    """Hex digest of everything that decides this scorer's numbers."""
+    if self._key is None:
+      self._key = partial_scores.scorer_key(self.config, self.model,
+                                            self.background,
+                                            self.complexity_codec)
+    return self._key
+
+  def _batch_columns(self, batch, index):
+    """The raw columns of one batch (before the derived scores)."""
+    config = self.config
+    values = {'bpd': self._model_bpd.batch(batch, index, 1)}
+    if config.num_samples > 1:
+      values['bpd_iw'] = self._model_bpd.batch(batch, index,
+                                               config.num_samples)
+    for codec in config.codecs:
+      values[f'{codec}_bits'] = complexity.code_length_bits(batch, codec)
+    if self.complexity_codec is not None:
+      values[f'{complexity.MODEL_CODEC}_bits'] = (
+          self.complexity_codec.code_lengths(batch,
+                                             seed=(config.seed, index)))
+    if self._background_bpd is not None:
+      values['background_bpd'] = self._background_bpd.batch(
+          batch, index, self._score_samples)
+    return values
+
+  def _pass(self, images, batch_columns, callback, progress_file,
+            remove=True):
+    """``batch_columns(batch, index)`` over every batch, optionally resumable.
+
+    ``remove``: delete ``progress_file`` when the pass is complete.
+
+    Returns:
+      dict column name → float64 ``np.ndarray`` ``[N]``.
+    """
+    progress = None if progress_file is None else (
+        partial_scores.PartialScores.open(progress_file, self.key))
+    parts = {}
+    done = index = 0
+    for index, batch in enumerate(
+        per_image.rebatch(images, self.config.batch_size)):
+      batch = per_image.check_images(batch, self.model.image_shape,
+                                     self.model.num_levels)
+      if progress is not None and index < progress.num_batches:
+        values = progress.batch(index, batch)
+      else:
+        values = batch_columns(batch, index)
+        if progress is not None:
+          progress.append(batch, values)
+      for name, v in values.items():
+        parts.setdefault(name, []).append(v)
+      done += len(batch)
+      if callback is not None:
+        callback(done)
+    if not parts:
+      raise ValueError('no images to score.')
+    if progress is not None:
+      if index + 1 < progress.num_batches:
+        raise ValueError(f'{progress.path} holds {progress.num_images} '
+                         f'images\' scores but the source has only {done}; '
+                         'delete it or score the same images.')
+      if remove:
+        progress.remove()
+    return {k: np.concatenate(v).astype(np.float64) for k, v in parts.items()}
+
+  def score(self, images, typicality=None, callback=None,
+            progress_file=None):
     """Every column for every image (see the module docstring).
 
     Args:
       images: integer array ``[N, H, W, C]`` or an iterable of batches.
       typicality: optional `TypicalityTest` fit with this scorer's bound.
       callback: optional ``callback(num_images_done)`` after each batch.
+      progress_file: optional path of a `PartialScores` file. Every finished
+        batch is written to it; a pass that finds one (from an interrupted
+        pass of this scorer on these images) takes its batches from it and
+        scores only the rest. Deleted when the pass completes.
 
     Returns:
       dict column name → float64 ``np.ndarray`` ``[N]``.
+
+    Raises:
+      ValueError: no images, images the model cannot score, or a
+        ``progress_file`` of another scorer or other images.
     """
     config = self.config
-    parts = {}
-
-    def add(name, values):
-      parts.setdefault(name, []).append(values)
-
-    done = 0
-    for index, batch in enumerate(
-        per_image.rebatch(images, config.batch_size)):
-      batch = per_image.check_images(batch, self.model.image_shape,
-                                     self.model.num_levels)
-      add('bpd', self._model_bpd.batch(batch, index, 1))
-      if config.num_samples > 1:
-        add('bpd_iw', self._model_bpd.batch(batch, index, config.num_samples))
-      for codec in config.codecs:
-        add(f'{codec}_bits', complexity.code_length_bits(batch, codec))
-      if self.complexity_codec is not None:
-        add(f'{complexity.MODEL_CODEC}_bits',
-            self.complexity_codec.code_lengths(batch,
-                                               seed=(config.seed, index)))
-      if self._background_bpd is not None:
-        add('background_bpd',
-            self._background_bpd.batch(batch, index, self._score_samples))
-      done += len(batch)
-      if callback is not None:
-        callback(done)
-    if not parts:
-      raise ValueError('no images to score.')
-    columns = {k: np.concatenate(v).astype(np.float64)
-               for k, v in parts.items()}
+    columns = self._pass(images, self._batch_columns, callback,
+                         progress_file)
 
     b = columns[config.score_column]
     out = {'bpd': columns['bpd']}
