@@ -20,6 +20,7 @@ import re
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -467,6 +468,31 @@ def base_parser(description, section, quick_help):
 def output_doc(args):
   """Where the results section goes: None for a --quick run without a doc."""
   return args.output_doc or (None if args.quick else DOC_PATH)
+
+
+def add_figures_dir_flag(parser, what='PNGs'):
+  """``--figures_dir``, resolved by `figures_dir`."""
+  parser.add_argument('--figures_dir', default=None,
+                      help=f'Where {what} go (default docs/figures, or a '
+                      'figures/ folder next to --output_doc; a temporary '
+                      'folder for --quick without --output_doc).')
+
+
+def figures_dir(args, prefix):
+  """The figures folder of a run: the flag, else beside its doc.
+
+  docs/figures for docs/benchmarks.md, ``figures/`` next to another
+  ``--output_doc``, and a new temporary folder (``prefix`` names it) for a
+  --quick run without a doc, so that one leaves the repository alone.
+  """
+  doc = output_doc(args)
+  if args.figures_dir:
+    return args.figures_dir
+  if doc is None:
+    return tempfile.mkdtemp(prefix=prefix)
+  if os.path.abspath(doc) == DOC_PATH:
+    return FIGURES_DIR
+  return os.path.join(os.path.dirname(os.path.abspath(doc)), 'figures')
 
 
 def reproduce_command(script, argv, local_flags=('--output_doc',)):

@@ -282,7 +282,7 @@ def main(argv):
                       '360, 1000 for Fashion-MNIST).')
   parser.add_argument('--iw_batch', type=int, default=128)
   parser.add_argument('--workdir', default=None)
-  parser.add_argument('--figures_dir', default=None)
+  _common.add_figures_dir_flag(parser, 'the sample grids and results JSON')
   args = parser.parse_args(argv[1:])
   fashion = args.dataset == 'fashion_mnist'
   defaults = dict(steps=10 if args.quick else (2000 if fashion else 600),
@@ -296,15 +296,7 @@ def main(argv):
       'conditional.py', argv, ('--output_doc', '--figures_dir', '--workdir'))
   results = run(args)
   doc = _common.output_doc(args)
-  if args.figures_dir:
-    figures_dir = args.figures_dir
-  elif doc is None:
-    figures_dir = tempfile.mkdtemp(prefix='bench_conditional_figures_')
-  elif os.path.abspath(doc) == _common.DOC_PATH:
-    figures_dir = _common.FIGURES_DIR
-  else:
-    figures_dir = os.path.join(os.path.dirname(os.path.abspath(doc)),
-                               'figures')
+  figures_dir = _common.figures_dir(args, 'bench_conditional_figures_')
   text, markdown = report(results, command, args, figures_dir,
                           doc or _common.DOC_PATH)
   print(text)

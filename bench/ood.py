@@ -51,7 +51,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -671,9 +670,7 @@ def main(argv):
                       'with the importance-weighted bound of k samples.')
   parser.add_argument('--batch_size', type=int, default=256)
   parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--figures_dir', default=None,
-                      help='Where ood_results.json and the figures go '
-                      '(default docs/figures, or next to --output_doc).')
+  _common.add_figures_dir_flag(parser, 'ood_results.json and the figures')
   parser.add_argument('--write_perturbed', default=None,
                       help='Instead of scoring: write this run\'s training '
                       'split, pixel-perturbed, to --out (.npz).')
@@ -715,15 +712,7 @@ def main(argv):
                  '--digits_workdir, ...) or --quick')
 
   doc = _common.output_doc(args)
-  if args.figures_dir:
-    figures_dir = args.figures_dir
-  elif doc is None:
-    figures_dir = tempfile.mkdtemp(prefix='bench_ood_')
-  elif os.path.abspath(doc) == _common.DOC_PATH:
-    figures_dir = _common.FIGURES_DIR
-  else:
-    figures_dir = os.path.join(os.path.dirname(os.path.abspath(doc)),
-                               'figures')
+  figures_dir = _common.figures_dir(args, 'bench_ood_')
   os.makedirs(figures_dir, exist_ok=True)
   results_path = os.path.join(figures_dir, 'ood_results.json')
   results = {}

@@ -491,10 +491,7 @@ def main(argv):
                       'Flow++ in float32 and mixed_bfloat16 to the largest '
                       'and compare validation bpd at each (instead of the '
                       'equal-CPU table).')
-  parser.add_argument('--figures_dir', default=None,
-                      help='Where PNGs go (default docs/figures, or next to '
-                      '--output_doc; a temporary folder for --quick without '
-                      '--output_doc).')
+  _common.add_figures_dir_flag(parser)
   args = parser.parse_args(argv[1:])
   defaults = dict(cpu_seconds=(4. if args.quick else 300.),
                   test_images=(32 if args.quick else 256),
@@ -511,15 +508,7 @@ def main(argv):
       'quality.py', argv, ('--output_doc', '--figures_dir', '--workdir'))
   results = run(args)
   doc = _common.output_doc(args)
-  if args.figures_dir:
-    figures_dir = args.figures_dir
-  elif doc is None:  # A --quick run without a doc: leave the repo alone.
-    figures_dir = tempfile.mkdtemp(prefix='bench_quality_figures_')
-  elif os.path.abspath(doc) == _common.DOC_PATH:
-    figures_dir = _common.FIGURES_DIR
-  else:
-    figures_dir = os.path.join(os.path.dirname(os.path.abspath(doc)),
-                               'figures')
+  figures_dir = _common.figures_dir(args, 'bench_quality_figures_')
   section, prefix = 'quality', 'quality_'
   if args.equal_steps:
     section, prefix = 'quality_precision', 'quality_precision_'
