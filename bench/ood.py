@@ -12,6 +12,10 @@ complexity and likelihood ratio, for trained models against OOD sets.
     python bench/ood.py --write_patches --image_size=8 --num_levels=17 \\
         --out=FILE.npz   # generic photo patches for --*complexity_workdir
 
+bench/ood_models.py trains every model of one dataset's experiment (model,
+background, generic and held-out models) and then runs this script, in one
+resumable command.
+
 Each experiment (a model, its in-distribution test images and its OOD sets)
 runs in its own worker process through `tfp_flowpp.scoring` and reports, for
 every OOD set, the AUROC and AUPR (`sklearn.metrics`, OOD images positive)

@@ -119,3 +119,70 @@ def test_conditional_quick(tmp_path):
                    r'\|.*\| [+-]\d\.\d{4} \| 0\.\d{3} \|', doc), doc
   assert (figures / 'conditional_samples_digits_both.png').stat().st_size
   assert 'Bayes-classifier test accuracy' in stdout
+
+
+def _ood_models(*args):
+  return subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'bench', 'ood_models.py'),
+       '--dry_run', *args],
+      capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+
+
+def test_ood_models_plans_every_model_bench_ood_scores(tmp_path):
+  """The pipeline's commands: the right models, flags bin/train knows, and a
+  bench/ood.py call naming all of them; a written .npz is kept."""
+  golden = os.path.join(ROOT, 'tests', 'data', 'v0_1_tiny_workdir')
+  result = _ood_models('--dataset=fashion_mnist', f'--root={tmp_path}',
+                       f'--model_workdir={golden}')
+  assert result.returncode == 0, result.stderr[-2000:]
+  steps = [l for l in result.stdout.splitlines() if l.startswith('[')]
+  assert [s.split(':')[0].split('] ')[1] for s in steps] == [
+      'train background', 'write patches', 'train generic', 'train heldout',
+      'train heldout_background', 'score with bench/ood.py']
+  train = {s.split(':')[0].split('] ')[1]: s for s in steps}
+  for name in ('background', 'generic', 'heldout', 'heldout_background'):
+    line = train[f'train {name}']
+    assert f'--workdir={tmp_path}/{name} ' in line, line
+    assert '--test_num_samples=1' in line and '--lr_decay=cosine' in line
+  assert '--perturbation_rate=0.2' in train['train background']
+  assert '--perturbation_rate=0.2 --classes=0,1,2,3,4,5,6,7,8' in train[
+      'train heldout_background']
+  assert f'--dataset=npz:{tmp_path}/patches.npz' in train['train generic']
+  score = train['score with bench/ood.py']
+  for flag, run in (('workdir', golden), ('background_workdir', 'background'),
+                    ('complexity_workdir', 'generic'),
+                    ('heldout_workdir', 'heldout'),
+                    ('heldout_background_workdir', 'heldout_background'),
+                    ('heldout_complexity_workdir', 'generic')):
+    assert f' --{flag}={os.path.join(tmp_path, run)}' in score, (flag, score)
+  # Every flag the bin/train commands pass exists (a rename fails here).
+  help_text = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'bin', 'train'), '--helpfull'],
+      capture_output=True, text=True, timeout=300, cwd=ROOT,
+      check=False).stdout  # absl exits with 1 after --helpfull.
+  assert '--perturbation_rate:' in help_text, help_text[-2000:]
+  for line in train.values():
+    if 'bin/train' in line:
+      for flag in re.findall(r' --(\w+)=', line):
+        assert f'--{flag}:' in help_text or f'--[no]{flag}:' in help_text, flag
+
+  (tmp_path / 'patches.npz').write_bytes(b'')  # Already written: kept.
+  result = _ood_models('--dataset=digits', f'--root={tmp_path}')
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = result.stdout.splitlines()
+  assert lines[0].startswith('[1/9] train model: ') and (
+      'configs/quickstart.flags' in lines[0]), lines[0]
+  assert lines[1].startswith('[2/9] write background: ') and (
+      f'--write_perturbed={tmp_path}/model --mutation_rate=0.2 --copies=5'
+      in lines[1]), lines[1]
+  assert f'--dataset=npz:{tmp_path}/background.npz' in lines[2]
+  assert lines[3] == '[4/9] write patches: done (kept)'
+  assert ' --digits_heldout_background_workdir=' in lines[-1]
+
+
+def test_ood_models_rejects_a_missing_model_workdir(tmp_path):
+  result = _ood_models('--dataset=fashion_mnist', f'--root={tmp_path}',
+                       f'--model_workdir={tmp_path}/none')
+  assert result.returncode == 2
+  assert 'is not a bin/train workdir' in result.stderr.splitlines()[-1]
+  assert not os.listdir(tmp_path)

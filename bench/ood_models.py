@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Trains every model bench/ood.py scores for one dataset, then scores them.
+
+    python bench/ood_models.py --dataset=fashion_mnist --root=DIR \\
+        [--model_workdir=REFERENCE_RUN] [--model_steps=3000] [--aux_steps=1000]
+    python bench/ood_models.py --dataset=digits --root=DIR
+    python bench/ood_models.py --dataset=fashion_mnist --root=DIR --dry_run
+
+One command for the whole out-of-distribution experiment of a dataset, so
+that it can be reproduced and, being hours long on two cores, resumed: each
+step is a bin/train (or ``bench/ood.py --write_*``) subprocess, every
+bin/train resumes from its last checkpoint and returns at once when its run
+is complete, and a written .npz is kept. Rerun the same command after a kill
+or on the next day; it picks up where it stopped. Under ``DIR``:
+
+* ``model``: the model scored, the dataset's flag file (Fashion-MNIST:
+  ``configs/fashion_mnist_flowpp.flags`` with the reference run's cosine
+  schedule; digits: ``configs/quickstart.flags``), unless
+  ``--model_workdir`` names one trained elsewhere (e.g. the reference run of
+  bench/reference_run.py);
+* ``background``: the same flags on pixel-perturbed training images (each
+  pixel a uniform random level with probability 0.2; Ren et al. 2019):
+  ``bin/train --perturbation_rate=0.2`` for Fashion-MNIST, five fixed draws
+  (``bench/ood.py --write_perturbed --copies=5``) for the digits;
+* ``generic`` on ``patches.npz`` (``bench/ood.py --write_patches``: grey
+  photo patches of the model's size and levels, none of them an OOD set):
+  the generic model of the S (flowpp) score;
+* ``heldout``: the model's flags on classes 0-8 only (class 9 is the
+  held-out OOD set), and ``heldout_background`` its background model.
+
+Then ``bench/ood.py`` scores the model with its background and generic
+model, and the held-out model with its own (``--no_score`` stops after
+training; ``--dry_run`` prints the commands and runs nothing). Fashion-MNIST
+models evaluate their test bound with k = 1 at the end of training (the
+flag file's k = 64 over 10,000 images would take hours; bin/evaluate does
+that for the reference run).
+"""
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+PYTHON = sys.executable
+OOD = os.path.join(_common.ROOT, 'bench', 'ood.py')
+TRAIN = os.path.join(_common.ROOT, 'bin', 'train')
+HELDOUT_CLASSES = '0,1,2,3,4,5,6,7,8'
+PERTURBATION_RATE = 0.2
+
+# Per dataset: flag file, patch size and levels, bench/ood.py flag prefix,
+# default steps (model, auxiliary models), the model's schedule, and whether
+# the background trains on fresh perturbations (True) or on fixed draws.
+DATASETS = {
+    'fashion_mnist': dict(
+        flagfile='configs/fashion_mnist_flowpp.flags', image_size=28,
+        num_levels=256, prefix='', model_steps=3000, aux_steps=1000,
+        schedule=('--lr_decay=cosine', '--eval_every=500',
+                  '--checkpoint_every=250', '--log_every=25',
+                  '--max_eval_images=1000', '--test_num_samples=1'),
+        fresh_perturbations=True, scoring=('--max_images=1000',
+                                           '--reference_images=1000')),
+    'digits': dict(
+        flagfile='configs/quickstart.flags', image_size=8, num_levels=17,
+        prefix='digits_', model_steps=600, aux_steps=600, schedule=(),
+        fresh_perturbations=False, scoring=()),
+}
+
+
+def plan(args):
+  """The steps of the experiment: ``[(description, argv or None), ...]``.
+
+  A step whose argv is None is already done (a written .npz).
+  """
+  spec = DATASETS[args.dataset]
+  root = os.path.abspath(args.root)
+  flagfile = os.path.join(_common.ROOT, spec['flagfile'])
+  model_steps = args.model_steps or spec['model_steps']
+  aux_steps = args.aux_steps or spec['aux_steps']
+  run = {name: os.path.join(root, name) for name in (
+      'model', 'background', 'generic', 'heldout', 'heldout_background')}
+  if args.model_workdir:
+    run['model'] = os.path.abspath(args.model_workdir)
+  steps = []
+
+  def train(name, train_steps, *flags):
+    argv = [PYTHON, TRAIN, f'--flagfile={flagfile}',
+            f'--workdir={run[name]}', f'--train_steps={train_steps}',
+            *spec['schedule'], *flags, *args.train_flag]
+    steps.append((f'train {name}', argv))
+
+  def write(name, path, *flags):
+    argv = [PYTHON, OOD, *flags, f'--out={path}']
+    steps.append((f'write {name}', None if os.path.exists(path) else argv))
+
+  def background(name, of, *flags):
+    if spec['fresh_perturbations']:
+      train(name, aux_steps, f'--perturbation_rate={PERTURBATION_RATE}',
+            *flags)
+      return
+    path = os.path.join(root, f'{name}.npz')
+    write(name, path, f'--write_perturbed={run[of]}',
+          f'--mutation_rate={PERTURBATION_RATE}', '--copies=5')
+    train(name, aux_steps, f'--dataset=npz:{path}')
+
+  if not args.model_workdir:
+    train('model', model_steps)
+  background('background', 'model')
+  patches = os.path.join(root, 'patches.npz')
+  write('patches', patches, '--write_patches',
+        f'--image_size={spec["image_size"]}',
+        f'--num_levels={spec["num_levels"]}')
+  train('generic', aux_steps, f'--dataset=npz:{patches}')
+  train('heldout', aux_steps, f'--classes={HELDOUT_CLASSES}')
+  background('heldout_background', 'heldout', f'--classes={HELDOUT_CLASSES}')
+  if not args.no_score:
+    p = spec['prefix']
+    argv = [PYTHON, OOD, f'--{p}workdir={run["model"]}',
+            f'--{p}background_workdir={run["background"]}',
+            f'--{p}complexity_workdir={run["generic"]}',
+            f'--{p}heldout_workdir={run["heldout"]}',
+            f'--{p}heldout_background_workdir={run["heldout_background"]}',
+            f'--{p}heldout_complexity_workdir={run["generic"]}',
+            *spec['scoring'], *args.ood_flag]
+    steps.append(('score with bench/ood.py', argv))
+  return steps
+
+
+def main(argv):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--dataset', choices=sorted(DATASETS), required=True)
+  parser.add_argument('--root', required=True,
+                      help='Folder of the trained models (created).')
+  parser.add_argument('--model_workdir', default=None,
+                      help='Score this trained run instead of training '
+                      'DIR/model (its background is still trained).')
+  parser.add_argument('--model_steps', type=int, default=0,
+                      help='Steps of DIR/model (default 3000 for '
+                      'Fashion-MNIST, 600 for the digits).')
+  parser.add_argument('--aux_steps', type=int, default=0,
+                      help='Steps of every other model (default 1000 for '
+                      'Fashion-MNIST, 600 for the digits).')
+  parser.add_argument('--train_flag', action='append', default=[],
+                      help='Extra bin/train flag for every model (repeat), '
+                      'e.g. --train_flag=--precision=float32.')
+  parser.add_argument('--ood_flag', action='append', default=[],
+                      help='Extra bench/ood.py flag (repeat), e.g. '
+                      '--ood_flag=--output_doc=/tmp/ood.md.')
+  parser.add_argument('--no_score', action='store_true',
+                      help='Train only; do not run bench/ood.py.')
+  parser.add_argument('--dry_run', action='store_true',
+                      help='Print the commands; run nothing.')
+  args = parser.parse_args(argv[1:])
+  for flag in ('model_steps', 'aux_steps'):
+    if getattr(args, flag) < 0:
+      parser.error(f'--{flag} must be positive.')
+  if args.model_workdir and not os.path.isfile(
+      os.path.join(args.model_workdir, 'config.json')):
+    parser.error(f'--model_workdir={args.model_workdir} is not a bin/train '
+                 'workdir (no config.json).')
+  steps = plan(args)
+  if not args.dry_run:
+    os.makedirs(args.root, exist_ok=True)
+  for i, (what, command) in enumerate(steps, 1):
+    header = f'[{i}/{len(steps)}] {what}'
+    if command is None:
+      print(f'{header}: done (kept)', flush=True)
+      continue
+    print(f'{header}: {shlex.join(command)}', flush=True)
+    if args.dry_run:
+      continue
+    status = subprocess.call(command, cwd=_common.ROOT)
+    if status:
+      print(f'ood_models.py: {what} failed (exit status {status}); fix it '
+            'and rerun the same command to resume.', file=sys.stderr)
+      return status
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv))
