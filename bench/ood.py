@@ -59,21 +59,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from _ood_experiments import EXPERIMENTS, complexity_flag  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SCRIPT = os.path.abspath(__file__)
 GOLDEN = os.path.join(_common.ROOT, 'tests', 'data', 'v0_1_tiny_workdir')
 
-# (key, title, flag of the model workdir, flag of its background workdir)
-EXPERIMENTS = (
-    ('fashion_mnist', 'Fashion-MNIST model', 'workdir', 'background_workdir',
-     False),
-    ('fashion_mnist_heldout', 'Fashion-MNIST model trained without a class',
-     'heldout_workdir', 'heldout_background_workdir', True),
-    ('digits', 'digits quickstart model', 'digits_workdir',
-     'digits_background_workdir', False),
-    ('digits_heldout', 'digits quickstart model trained without a class',
-     'digits_heldout_workdir', 'digits_heldout_background_workdir', True),
-)
 TYPICALITY_BATCH = 10
 # Score columns of the tables: (result key, header).
 SCORES = (
@@ -89,12 +79,6 @@ SCORES = (
 # Scores the target "S or LLR >= 0.9" counts.
 CORRECTED = ('complexity_png', 'complexity_webp', 'complexity_flowpp',
              'likelihood_ratio')
-
-
-def complexity_flag(flag):
-  """The flag of an experiment's generic model: digits_workdir ->
-  digits_complexity_workdir."""
-  return flag.replace('workdir', 'complexity_workdir')
 
 
 # Images --------------------------------------------------------------------------

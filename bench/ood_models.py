@@ -44,6 +44,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from _ood_experiments import EXPERIMENTS, complexity_flag  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 PYTHON = sys.executable
 OOD = os.path.join(_common.ROOT, 'bench', 'ood.py')
@@ -51,13 +52,14 @@ TRAIN = os.path.join(_common.ROOT, 'bin', 'train')
 HELDOUT_CLASSES = '0,1,2,3,4,5,6,7,8'
 PERTURBATION_RATE = 0.2
 
-# Per dataset: flag file, patch size and levels, bench/ood.py flag prefix,
+# Per dataset (a key of EXPERIMENTS, which also has its
+# held-out experiment as KEY_heldout): flag file, patch size and levels,
 # default steps (model, auxiliary models), the model's schedule, and whether
 # the background trains on fresh perturbations (True) or on fixed draws.
 DATASETS = {
     'fashion_mnist': dict(
         flagfile='configs/fashion_mnist_flowpp.flags', image_size=28,
-        num_levels=256, prefix='', model_steps=3000, aux_steps=1000,
+        num_levels=256, model_steps=3000, aux_steps=1000,
         schedule=('--lr_decay=cosine', '--eval_every=500',
                   '--checkpoint_every=250', '--log_every=25',
                   '--max_eval_images=1000', '--test_num_samples=1'),
@@ -65,7 +67,7 @@ DATASETS = {
                                            '--reference_images=1000')),
     'digits': dict(
         flagfile='configs/quickstart.flags', image_size=8, num_levels=17,
-        prefix='digits_', model_steps=600, aux_steps=600, schedule=(),
+        model_steps=600, aux_steps=600, schedule=(),
         fresh_perturbations=False, scoring=()),
 }
 
@@ -117,15 +119,18 @@ def plan(args):
   train('heldout', aux_steps, f'--classes={HELDOUT_CLASSES}')
   background('heldout_background', 'heldout', f'--classes={HELDOUT_CLASSES}')
   if not args.no_score:
-    p = spec['prefix']
-    argv = [PYTHON, OOD, f'--{p}workdir={run["model"]}',
-            f'--{p}background_workdir={run["background"]}',
-            f'--{p}complexity_workdir={run["generic"]}',
-            f'--{p}heldout_workdir={run["heldout"]}',
-            f'--{p}heldout_background_workdir={run["heldout_background"]}',
-            f'--{p}heldout_complexity_workdir={run["generic"]}',
-            *spec['scoring'], *args.ood_flag]
-    steps.append(('score with bench/ood.py', argv))
+    # bench/ood.py's own flag names, from its experiment table.
+    scored = {args.dataset: ('model', 'background'),
+              f'{args.dataset}_heldout': ('heldout', 'heldout_background')}
+    argv = [PYTHON, OOD]
+    for key, _, flag, background_flag, _ in EXPERIMENTS:
+      if key in scored:
+        model, background_model = scored[key]
+        argv += [f'--{flag}={run[model]}',
+                 f'--{background_flag}={run[background_model]}',
+                 f'--{complexity_flag(flag)}={run["generic"]}']
+    steps.append(('score with bench/ood.py',
+                  argv + [*spec['scoring'], *args.ood_flag]))
   return steps
 
 
@@ -156,7 +161,7 @@ def main(argv):
   args = parser.parse_args(argv[1:])
   for flag in ('model_steps', 'aux_steps'):
     if getattr(args, flag) < 0:
-      parser.error(f'--{flag} must be positive.')
+      parser.error(f'--{flag} must be >= 0 (0: the default).')
   if args.model_workdir and not os.path.isfile(
       os.path.join(args.model_workdir, 'config.json')):
     parser.error(f'--model_workdir={args.model_workdir} is not a bin/train '
