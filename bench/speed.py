@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Speed benchmarks: training step, log_prob and sampling throughput, peak
-memory, coupling-network calls, the mixture-CDF inverse, achieved FLOP/s and
-mixed precision (float32 against mixed_bfloat16).
+memory, coupling-network calls, the mixture-CDF inverse, achieved FLOP/s,
+mixed precision (float32 against mixed_bfloat16) and the fused attention
+kernel (against TensorFlow's attention ops).
 
     python bench/speed.py            # full run (~19 min on 2 cores), rewrites
                                      # the speed section of docs/benchmarks.md
@@ -39,6 +40,21 @@ import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
 SCRIPT = os.path.abspath(__file__)
 
 # Model lineup ---------------------------------------------------------------------
+
+# What is measured of each model: ours in float32 (the flag files leave
+# --precision at auto, which is bfloat16 on CPUs with bfloat16 arithmetic),
+# tfb.Glow, and the precision and attention-kernel axes: the same model with
+# these flags.
+KINDS = ('ours', 'tfb_glow', 'ours_bf16', 'ours_tf_attention',
+         'ours_bf16_tf_attention')
+KIND_OVERRIDES = {
+    'ours': ('--precision=float32',),
+    'ours_bf16': ('--precision=mixed_bfloat16',),
+    'ours_tf_attention': ('--precision=float32',
+                          '--attention_kernel=tensorflow'),
+    'ours_bf16_tf_attention': ('--precision=mixed_bfloat16',
+                               '--attention_kernel=tensorflow'),
+}
 
 # (label, config, image shape, levels, batch, tfb.Glow blocks, K per block)
 FULL_MODELS = (
@@ -436,16 +452,16 @@ def run(args):
     entry = {'label': label, 'config': config, 'image_shape': shape,
              'num_levels': levels, 'batch': batch, 'parameters': ours_count,
              'glow': glow}
-    for kind in ('ours', 'tfb_glow', 'ours_bf16'):
+    for kind in KINDS:
       spec = {'kind': kind, 'config': config, 'image_shape': list(shape),
               'num_levels': levels, 'batch': batch, 'glow': glow,
               'min_seconds': min_seconds,
               'profile': (kind in ('ours', 'ours_bf16') and not quick and
                           args.profile),
-              'profile_calls': 2 if levels == 256 else 5}
+              'profile_calls': 2 if levels == 256 else 5,
+              'overrides': list(KIND_OVERRIDES.get(kind, ()))}
       phases = ('log_prob', 'sample', 'train')
-      if kind == 'ours_bf16':  # The precision axis: the same model in bf16.
-        spec['overrides'] = ['--precision=mixed_bfloat16']
+      if kind in KIND_OVERRIDES and kind != 'ours':
         phases = MIXED_PRECISION_PHASES
       if quick:
         out = worker(dict(spec, phases=list(phases)))
@@ -624,6 +640,55 @@ def report(results, command):
       'float32, AVX512-BF16 (Zen 4) about 1.9×, while TF\'s elementwise '
       'bfloat16 CPU kernels are slower than float32 (1.6× on Zen 4), so '
       'the gain is less than the convolutions\' share suggests.')
+  md.append('')
+
+  # Attention kernel.
+  kernel_headers = ['model', 'precision', 'train img/s TF ops',
+                    'train img/s fused', 'train fused ÷ TF ops',
+                    'log_prob img/s TF ops', 'log_prob img/s fused',
+                    'log_prob fused ÷ TF ops']
+  kernel_rows, overall_rows = [], []
+  for entry in models:
+    rate = {(k, p): entry['batch'] / entry[k][p]['timing']['median']
+            for k in ('ours', 'ours_bf16', 'ours_tf_attention',
+                      'ours_bf16_tf_attention')
+            for p in MIXED_PRECISION_PHASES}
+    for precision, fused, plain in (
+        ('float32', 'ours', 'ours_tf_attention'),
+        ('mixed_bfloat16', 'ours_bf16', 'ours_bf16_tf_attention')):
+      row = [entry['label'], precision]
+      for phase in ('train', 'log_prob'):
+        row += [_common.fmt(rate[plain, phase]), _common.fmt(rate[fused, phase]),
+                f'{rate[fused, phase] / rate[plain, phase]:.2f}×']
+      kernel_rows.append(row)
+    overall_rows.append([
+        entry['label'], entry['batch'],
+        _common.fmt(rate['ours_tf_attention', 'train']),
+        _common.fmt(rate['ours_bf16', 'train']),
+        f"{rate['ours_bf16', 'train'] / rate['ours_tf_attention', 'train']:.2f}×",
+        f"{rate['ours_bf16', 'log_prob'] / rate['ours_tf_attention', 'log_prob']:.2f}×"
+    ])
+  md.append('### Fused attention kernel: `--attention_kernel=fused` against '
+            'TensorFlow ops')
+  md.append('')
+  md.append(_common.markdown_table(kernel_headers, kernel_rows))
+  md.append('')
+  overall_headers = ['model', 'batch', 'train img/s float32, TF ops',
+                     'train img/s bf16, fused',
+                     'train: bf16 + fused ÷ float32 + TF ops',
+                     'log_prob: bf16 + fused ÷ float32 + TF ops']
+  md.append(_common.markdown_table(overall_headers, overall_rows))
+  md.append('')
+  md.append(
+      'The same model, measured the same way in the same run, with '
+      '`--attention_kernel=tensorflow` (TensorFlow\'s ops: QKᵀ, softmax, PV '
+      'and their gradients, each writing the [N, N] logits) and with the '
+      'fused CPU kernel (`tfp_flowpp/networks/kernels/self_attention.cc`, '
+      'the default `auto` here: one pass per block of query rows with the '
+      'logits in the L2 cache; bfloat16 products with AVX512-BF16 dot '
+      'products where the CPU has them). The second table is the whole '
+      'change against the float32 path before either existed: the issue\'s '
+      '"× the float32 img/s".')
   md.append('')
 
   # Network calls.
@@ -811,6 +876,8 @@ def report(results, command):
 
   for headers_, rows_ in ((headers, rows), (ratio_headers, ratio_rows),
                           (mixed_headers, mixed_rows),
+                          (kernel_headers, kernel_rows),
+                          (overall_headers, overall_rows),
                           (call_headers, call_rows),
                           (flop_headers, flop_rows), (mix_headers, mix_rows),
                           (['target', 'measured', 'verdict'], target_rows)):

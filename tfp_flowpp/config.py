@@ -25,6 +25,7 @@ from tfp_flowpp.bijectors import couplings
 from tfp_flowpp.bijectors import invertible_conv1x1
 from tfp_flowpp.bijectors import splits
 from tfp_flowpp.distributions import dequantization
+from tfp_flowpp.networks import fused_attention
 from tfp_flowpp.networks import coupling_networks
 from tfp_flowpp.networks import gated_resnet
 
@@ -51,6 +52,7 @@ CHOICES = types.MappingProxyType({
     'dequantizer_squash': dequantization.SQUASHES,
     'dtype': ('float32', 'float64'),
     'precision': precision.POLICIES,
+    'attention_kernel': fused_attention.KERNELS,
     'conditioning': ('none', 'class'),
 })
 
@@ -108,6 +110,13 @@ class ModelConfig:
       'attention', 'Per-block mixer of gated_resnet networks (none: blocks '
       'are gated conv -> LN only, and there is no positional embedding).')
   heads: int = _field(4, 'Attention heads.')
+  attention_kernel: str = _field(
+      'auto', 'How attention computes: fused (a fused CPU kernel compiled '
+      'with g++ on first use: the [N, N] logits never leave the cache), '
+      'tensorflow (TensorFlow ops) or auto (fused where it can be built and '
+      'runs: CPU, no XLA; else tensorflow). The same function either way; '
+      'SavedModel exports always hold TensorFlow ops. Not an architecture '
+      'field.')
   layer_norm: bool = _field(True, 'Layer norm after each conv/mixer block.')
   dropout: float = _field(0.2, 'Dropout rate inside coupling networks.')
   weight_norm: bool = _field(

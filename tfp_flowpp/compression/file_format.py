@@ -95,6 +95,7 @@ def model_fingerprint(model, model_config):
   # 'float32', the policy of networks in the model dtype, which every config
   # stored before precisions existed implies).
   config.pop('dtype', None)
+  config.pop('attention_kernel', None)  # How, not what, the networks compute.
   config['precision'] = 'float32'
   digest.update(json.dumps(config, sort_keys=True).encode())
   for variable in model.variables:

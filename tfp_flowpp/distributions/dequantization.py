@@ -274,6 +274,7 @@ class VariationalDequantizer(tf.Module):
         blocks=config.context_blocks,
         mixer=config.context_mixer,
         heads=config.heads,
+        attention_kernel=config.attention_kernel,
         layer_norm=config.context_layer_norm,
         dropout=config.dropout,
         weight_norm=config.weight_norm,

@@ -215,12 +215,13 @@ def make_serving_module(model, decode_batch_size=32):
     ``(module, signatures)``: ``signatures`` maps each name of
     `SIGNATURE_NAMES` to a concrete function, for ``tf.saved_model.save``.
 
-  Attention is traced with TensorFlow's own gradient
-  (`networks.blocks.plain_attention_gradients`): the saved graphs then hold
-  one custom gradient, ``flow_log_prob``'s, instead of one per attention
-  call of every function.
+  Attention is traced with TensorFlow's ops and their own gradient
+  (`networks.blocks.portable_attention`): the saved graphs hold no custom
+  op (the fused CPU kernel is not part of TensorFlow, so TF Serving could
+  not run it) and one custom gradient, ``flow_log_prob``'s, instead of one
+  per attention call of every function.
   """
-  with blocks.plain_attention_gradients():
+  with blocks.portable_attention():
     return _make_serving_module(model, decode_batch_size)
 
 
@@ -379,7 +380,7 @@ def _make_serving_module(model, decode_batch_size):
     def frozen(y):
       def grad(upstream, variables=None):
         # Traced when the SavedModel is written, outside make_serving_module.
-        with tf.GradientTape() as tape, blocks.plain_attention_gradients():
+        with tf.GradientTape() as tape, blocks.portable_attention():
           tape.watch(y)
           log_p = masked_log_prob(tf.cast(y, float_dtype), labels)
         # Images are independent: d(sum_i u_i log p_i)/dy.

@@ -17,11 +17,12 @@ import threading
 
 import tensorflow as tf
 
+from tfp_flowpp.networks import fused_attention
 from tfp_flowpp.networks import layers
 
 __all__ = [
     'GatedConvBlock', 'GatedAttentionBlock', 'PointwiseMaxoutBlock',
-    'assign_dropout_streams', 'attention', 'plain_attention_gradients'
+    'assign_dropout_streams', 'attention', 'portable_attention'
 ]
 
 
@@ -43,15 +44,18 @@ _TRACING = threading.local()
 
 
 @contextlib.contextmanager
-def plain_attention_gradients():
-  """`attention` traced inside has TensorFlow's own gradient, not ours.
+def portable_attention():
+  """Attention traced inside is TensorFlow's ops with their own gradient.
 
-  For graphs that are saved (`export.export_saved_model`): with
-  ``tf.saved_model.SaveOptions(experimental_custom_gradients=True)``, which
-  the export needs for ``flow_log_prob``'s frozen gradient, TensorFlow
+  For graphs that are saved (`export.export_saved_model`), which must run
+  wherever TensorFlow (or TF Serving) runs: neither the fused CPU kernel
+  (`fused_attention`, a custom op compiled on this machine) nor the
+  hand-written gradient of `attention` is used. The latter matters because
+  with ``tf.saved_model.SaveOptions(experimental_custom_gradients=True)``,
+  which the export needs for ``flow_log_prob``'s frozen gradient, TensorFlow
   traces and serialises a gradient function for every custom-gradient op of
-  every saved function. The hand-written attention gradient is a training
-  speed-up only; the forward values are the same ops either way.
+  every saved function. Both are speed-ups only; the forward values are the
+  same function either way.
 
   >>> import tensorflow as tf
   >>> from tfp_flowpp.networks import blocks
@@ -64,16 +68,20 @@ def plain_attention_gradients():
   ...   return sum(op.type == 'IdentityN' for op in graph.get_operations())
   >>> identity_n_ops(q) > 0  # tf.custom_gradient's marker op
   True
-  >>> with blocks.plain_attention_gradients():
+  >>> with blocks.portable_attention():
   ...   print(identity_n_ops(tf.ones([2, 1, 3, 2])))  # A new trace.
   0
   """
-  depth = getattr(_TRACING, 'plain', 0)
-  _TRACING.plain = depth + 1
+  depth = getattr(_TRACING, 'portable', 0)
+  _TRACING.portable = depth + 1
   try:
     yield
   finally:
-    _TRACING.plain = depth
+    _TRACING.portable = depth
+
+
+def _portable():
+  return bool(getattr(_TRACING, 'portable', 0))
 
 
 def _plain_attention_core(q, k, v):
@@ -82,7 +90,7 @@ def _plain_attention_core(q, k, v):
 
 
 def _core(q, k, v):
-  if getattr(_TRACING, 'plain', 0):
+  if _portable():
     return _plain_attention_core(q, k, v)
   return _attention_core(q, k, v)
 
@@ -331,6 +339,10 @@ class GatedAttentionBlock(tf.Module):
   y = x + gate(conv1×1(dropout(o)))          (→ 2F, init scale 0.1)
   ```
 
+  ``kernel`` chooses how ``o`` is computed (`fused_attention.KERNELS`):
+  the fused CPU kernel (`fused_attention.self_attention`) or TensorFlow's
+  ops (`attention`); the function is the same.
+
   #### Examples
 
   Without positional information self-attention is equivariant to any
@@ -372,14 +384,19 @@ class GatedAttentionBlock(tf.Module):
                heads=4,
                dropout=0.,
                weight_norm=False,
+               kernel='auto',
                dtype=tf.float32,
                rng=None,
                name=None):
     super().__init__(name=name)
     if filters % heads:
       raise ValueError(f'{filters} filters do not split into {heads} heads.')
+    if kernel not in fused_attention.KERNELS:
+      raise ValueError(f'kernel must be one of {fused_attention.KERNELS}, '
+                       f'got {kernel!r}.')
     self.filters = int(filters)
     self.heads = int(heads)
+    self.kernel = kernel
     self.dropout = float(dropout)
     self.dropout_stream = 0  # See `assign_dropout_streams`.
     with self.name_scope:
@@ -409,6 +426,7 @@ class GatedAttentionBlock(tf.Module):
         heads=config.heads,
         dropout=config.dropout,
         weight_norm=config.weight_norm,
+        kernel=config.attention_kernel,
         dtype=dtype,
         rng=rng,
         name=name)
@@ -421,9 +439,13 @@ class GatedAttentionBlock(tf.Module):
     steps = height * width
     dim = self.filters // self.heads
     qkv = self.qkv(x + tf.cast(positional_embedding, x.dtype))
-    qkv = tf.reshape(qkv, [batch, steps, 3, self.heads, dim])
-    q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]), axis=0)
-    attended = tf.transpose(attention(q, k, v), [0, 2, 1, 3])
+    if fused_attention.uses_fused_kernel(self.kernel, qkv.dtype, _portable()):
+      attended = fused_attention.self_attention(
+          tf.reshape(qkv, [batch, steps, 3 * self.filters]), self.heads)
+    else:
+      qkv = tf.reshape(qkv, [batch, steps, 3, self.heads, dim])
+      q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]), axis=0)
+      attended = tf.transpose(attention(q, k, v), [0, 2, 1, 3])
     attended = tf.reshape(attended, [batch, height, width, self.filters])
     attended = _dropout(attended, self.dropout, training,
                         self.dropout_stream)
@@ -508,6 +530,7 @@ class PointwiseMaxoutBlock(tf.Module):
         filters,
         dropout=config.dropout,
         weight_norm=config.weight_norm,
+        kernel=config.attention_kernel,
         dtype=dtype,
         rng=rng,
         name=name)

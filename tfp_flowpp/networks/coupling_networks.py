@@ -131,9 +131,9 @@ class FlowppCouplingNetwork(tf.Module):
     Args:
       input_shape: ``(H, W, C/2)`` of the conditioning half.
       out_channels: ``(C/2)·P``, ``P`` the coupling's parameters per channel.
-      config: a `ModelConfig`; reads ``heads``, ``layer_norm``, ``dropout``,
-        ``weight_norm``, ``final_nonlinearity``, ``dtype`` and
-        ``precision``.
+      config: a `ModelConfig`; reads ``heads``, ``attention_kernel``,
+        ``layer_norm``, ``dropout``, ``weight_norm``,
+        ``final_nonlinearity``, ``dtype`` and ``precision``.
       network_size: `NetworkSize` of the flow this network belongs to.
       context_channels: channels of the conditioning context, or None.
       rng: the model's NumPy `Generator` (initial values).
@@ -147,6 +147,7 @@ class FlowppCouplingNetwork(tf.Module):
         blocks=network_size.blocks,
         mixer=network_size.mixer,
         heads=config.heads,
+        attention_kernel=config.attention_kernel,
         layer_norm=config.layer_norm,
         dropout=config.dropout,
         weight_norm=config.weight_norm,

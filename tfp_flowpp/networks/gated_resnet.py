@@ -9,6 +9,7 @@ import dataclasses
 import tensorflow as tf
 
 from tfp_flowpp.networks import blocks
+from tfp_flowpp.networks import fused_attention
 from tfp_flowpp.networks import layers
 
 __all__ = ['GatedResNetConfig', 'GatedResNet', 'MIXERS']
@@ -43,6 +44,9 @@ class GatedResNetConfig:
       or ``'none'`` (each block is [gated conv → LN], the official ImageNet
       dequantizer).
     heads: attention heads; must divide ``filters`` for ``'attention'``.
+    attention_kernel: how attention is computed
+      (`fused_attention.KERNELS`): ``'auto'``, ``'fused'`` or
+      ``'tensorflow'``; the same function either way.
     layer_norm: the layer norms after the gated conv and the mixer.
     dropout: rate in [0, 1) inside every block (active when training).
     weight_norm: weight-normalised convolutions.
@@ -71,6 +75,7 @@ class GatedResNetConfig:
   blocks: int = 10
   mixer: str = 'attention'
   heads: int = 4
+  attention_kernel: str = 'auto'
   layer_norm: bool = True
   dropout: float = 0.
   weight_norm: bool = False
@@ -84,6 +89,10 @@ class GatedResNetConfig:
     if self.filters < 1 or self.blocks < 0:
       raise ValueError(f'Bad network size: filters={self.filters}, '
                        f'blocks={self.blocks}.')
+    if self.attention_kernel not in fused_attention.KERNELS:
+      raise ValueError('attention_kernel must be one of '
+                       f'{fused_attention.KERNELS}, got '
+                       f'{self.attention_kernel!r}.')
     if self.mixer == 'attention' and self.filters % self.heads:
       raise ValueError(f'filters={self.filters} must be divisible by '
                        f'heads={self.heads}.')

@@ -19,7 +19,7 @@ from tfp_flowpp.training import atomic_files
 __all__ = ['Workdir', 'WorkdirError']
 
 # Model fields that do not change the variables (safe to change on resume).
-_NON_ARCHITECTURE_FIELDS = ('dropout', 'precision')
+_NON_ARCHITECTURE_FIELDS = ('dropout', 'precision', 'attention_kernel')
 
 
 class WorkdirError(ValueError):

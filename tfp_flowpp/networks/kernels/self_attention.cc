@@ -1,0 +1,947 @@
+// Fused multi-head self-attention for CPUs, and its gradient.
+//
+//   qkv: [B, N, 3, H, d] (the attention block's 1×1 projection, flattened
+//        to [B, N, 3·H·d]);   output[b, n, h] = Σ_m P[n, m] v[b, m, h],
+//   P = softmax_m(q[b, n, h] · k[b, m, h] / √d),   → [B, N, H·d],
+//
+// one (image, head) at a time, a block of query rows at a time: the block's
+// [rows, N] logits live in the L2 cache and never reach memory. Inputs of
+// any float type are computed in float32 (float64 for float64). The
+// products are register-blocked SIMD loops (GCC vector extensions, compiled
+// for the host CPU); exp is Eigen's vectorised one.
+//
+// The gradient recomputes P from the saved per-row log-normaliser and
+// takes rowsum(dP ⊙ P) (= rowsum(dO ⊙ O)) from the same block, so it needs
+// neither P nor the output.
+#define EIGEN_USE_THREADS
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+#include <limits>
+#include <vector>
+
+#include <immintrin.h>
+
+#include "Eigen/Core"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+namespace tensorflow {
+namespace {
+
+using shape_inference::DimensionHandle;
+using shape_inference::InferenceContext;
+using shape_inference::ShapeHandle;
+
+REGISTER_OP("FlowppSelfAttention")
+    .Input("qkv: T")
+    .Output("output: T")
+    .Output("log_normalizer: A")
+    .Attr("heads: int >= 1")
+    .Attr("T: {float, bfloat16, half, double}")
+    .Attr("A: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle x;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &x));
+      int heads;
+      TF_RETURN_IF_ERROR(c->GetAttr("heads", &heads));
+      DimensionHandle features;
+      TF_RETURN_IF_ERROR(c->Divide(c->Dim(x, 2), 3 * heads, true, &features));
+      TF_RETURN_IF_ERROR(c->Multiply(features, heads, &features));
+      c->set_output(0, c->MakeShape({c->Dim(x, 0), c->Dim(x, 1), features}));
+      c->set_output(1, c->MakeShape({c->Dim(x, 0), heads, c->Dim(x, 1)}));
+      return absl::OkStatus();
+    });
+
+REGISTER_OP("FlowppSelfAttentionGrad")
+    .Input("qkv: T")
+    .Input("log_normalizer: A")
+    .Input("grad_output: T")
+    .Output("grad_qkv: T")
+    .Attr("heads: int >= 1")
+    .Attr("T: {float, bfloat16, half, double}")
+    .Attr("A: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      return absl::OkStatus();
+    });
+
+// SIMD vectors of 64 bytes (one AVX-512 register; two AVX2 registers
+// elsewhere), unaligned access allowed.
+template <typename A>
+struct Simd;
+template <>
+struct Simd<float> {
+  typedef float V __attribute__((vector_size(64), aligned(4), may_alias));
+};
+template <>
+struct Simd<double> {
+  typedef double V __attribute__((vector_size(64), aligned(8), may_alias));
+};
+template <typename A>
+constexpr int64_t kLanes = 64 / sizeof(A);
+
+// row[j] = exp(row[j] - shift) for j < n (n a multiple of the lanes);
+// returns the sum. float: Cody-Waite reduction to r in [-ln2/2, ln2/2] and a
+// degree-6 minimax polynomial for e^r (relative error < 1e-7, i.e. about
+// one float32 ulp; arguments below -87 give e^-87 ≈ 1.6e-38, not 0), about
+// twice as fast as Eigen's exp; float64: Eigen's exp.
+template <typename A>
+A ExpShifted(A* row, int64_t n, A shift) {
+  Eigen::Map<Eigen::Array<A, Eigen::Dynamic, 1>> x(row, n);
+  x = (x - shift).exp();
+  return x.sum();
+}
+
+template <>
+float ExpShifted<float>(float* row, int64_t n, float shift) {
+  typedef float V __attribute__((vector_size(64), aligned(4), may_alias));
+  typedef int32_t I __attribute__((vector_size(64), aligned(4), may_alias));
+  const float kMagic = 12582912.f;  // 1.5·2²³: adding it rounds to integer.
+  const V lowest = V{} - 87.f, magic = V{} + kMagic;
+  V total = {};
+  for (int64_t j = 0; j < n; j += 16) {
+    V x = *reinterpret_cast<const V*>(row + j) - shift;
+    x = x > lowest ? x : lowest;
+    const V big = x * 1.44269504088896341f + kMagic;  // n = round(x / ln 2)
+    const V k = big - magic;
+    V r = x - k * 0.693359375f;  // ln 2 = 0.693359375 - 2.12194440e-4
+    r = r + k * 2.12194440e-4f;
+    V p = r * 0.0013836834114044905f + 0.008374815806746483f;
+    p = p * r + 0.04166822507977486f;
+    p = p * r + 0.16666419804096222f;
+    p = p * r + 0.49999991059303284f;
+    p = p * r + 1.f;
+    p = p * r + 1.f;
+    const V e = (V)((I)p + (((I)big - (I)magic) << 23));  // p · 2ⁿ
+    *reinterpret_cast<V*>(row + j) = e;
+    total += e;
+  }
+  float sum = 0;
+  for (int i = 0; i < 16; ++i) sum += total[i];
+  return sum;
+}
+
+int64_t RoundUp(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// A kRows × kVecs tile of out (+)= a · b (see RowsTimesColumns).
+template <bool kAccumulate, typename A, int kRows, int kVecs>
+inline void Tile(const A* a, int64_t lda, const A* b, int64_t inner,
+                 int64_t np, A* o) {
+  using V = typename Simd<A>::V;
+  constexpr int64_t L = kLanes<A>;
+  V acc[kRows][kVecs];
+  for (int i = 0; i < kRows; ++i) {
+    for (int v = 0; v < kVecs; ++v) {
+      acc[i][v] = kAccumulate ? *reinterpret_cast<const V*>(o + i * np + v * L)
+                              : V{};
+    }
+  }
+  for (int64_t c = 0; c < inner; ++c) {
+    V bv[kVecs];
+    for (int v = 0; v < kVecs; ++v) {
+      bv[v] = *reinterpret_cast<const V*>(b + c * np + v * L);
+    }
+    for (int i = 0; i < kRows; ++i) {
+      const A x = a[i * lda + c];
+      for (int v = 0; v < kVecs; ++v) acc[i][v] += x * bv[v];
+    }
+  }
+  for (int i = 0; i < kRows; ++i) {
+    for (int v = 0; v < kVecs; ++v) {
+      *reinterpret_cast<V*>(o + i * np + v * L) = acc[i][v];
+    }
+  }
+}
+
+// out[r, :np] (+)= Σ_{c < inner} a[r, c] · b[c, :np]  for r < rows (a:
+// row stride lda, b: [inner, np], out: [rows, np]; np a multiple of the
+// lanes). Scalar a times vector rows of b: full SIMD width whatever the
+// head dimension; 4 × 3 tiles keep 12 independent accumulators in flight.
+template <bool kAccumulate, typename A>
+void RowsTimesColumns(const A* a, int64_t lda, int64_t rows, const A* b,
+                      int64_t inner, int64_t np, A* out) {
+  constexpr int64_t L = kLanes<A>;
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    int64_t j = 0;
+    for (; j + 3 * L <= np; j += 3 * L) {
+      Tile<kAccumulate, A, 4, 3>(a + r * lda, lda, b + j, inner, np,
+                                 out + r * np + j);
+    }
+    for (; j < np; j += L) {
+      Tile<kAccumulate, A, 4, 1>(a + r * lda, lda, b + j, inner, np,
+                                 out + r * np + j);
+    }
+  }
+  for (; r < rows; ++r) {
+    int64_t j = 0;
+    for (; j + 3 * L <= np; j += 3 * L) {
+      Tile<kAccumulate, A, 1, 3>(a + r * lda, lda, b + j, inner, np,
+                                 out + r * np + j);
+    }
+    for (; j < np; j += L) {
+      Tile<kAccumulate, A, 1, 1>(a + r * lda, lda, b + j, inner, np,
+                                 out + r * np + j);
+    }
+  }
+}
+
+// out[r, :] = Σ_{j < n} w[r, j] · x[j, :]  for r < rows, kRows rows at a
+// time (w: [rows, ldw], x: [n, VECS·L], out: [rows, VECS·L]).
+template <typename A, int VECS, int kRows>
+int64_t WeightsTimesRowsBlocked(const A* w, int64_t ldw, int64_t r,
+                                int64_t rows, int64_t n, const A* x, A* out) {
+  using V = typename Simd<A>::V;
+  constexpr int64_t L = kLanes<A>;
+  constexpr int64_t dp = VECS * L;
+  for (; r + kRows <= rows; r += kRows) {
+    V acc[kRows][VECS] = {};
+    const A* w0 = w + r * ldw;
+    for (int64_t j = 0; j < n; ++j) {
+      V xv[VECS];
+      for (int v = 0; v < VECS; ++v) {
+        xv[v] = *reinterpret_cast<const V*>(x + j * dp + v * L);
+      }
+      for (int64_t i = 0; i < kRows; ++i) {
+        const A s = w0[i * ldw + j];
+        for (int v = 0; v < VECS; ++v) acc[i][v] += s * xv[v];
+      }
+    }
+    for (int64_t i = 0; i < kRows; ++i) {
+      for (int v = 0; v < VECS; ++v) {
+        *reinterpret_cast<V*>(out + (r + i) * dp + v * L) = acc[i][v];
+      }
+    }
+  }
+  return r;
+}
+
+template <typename A, int VECS>
+void WeightsTimesRows(const A* w, int64_t ldw, int64_t rows, int64_t n,
+                      const A* x, A* out) {
+  constexpr int kRows = VECS == 1 ? 8 : 4;
+  int64_t r = WeightsTimesRowsBlocked<A, VECS, kRows>(w, ldw, 0, rows, n, x,
+                                                       out);
+  r = WeightsTimesRowsBlocked<A, VECS, 2>(w, ldw, r, rows, n, x, out);
+  WeightsTimesRowsBlocked<A, VECS, 1>(w, ldw, r, rows, n, x, out);
+}
+
+struct Geometry {
+  int64_t batch, steps, features, heads, dim;
+  // Offset of (b, n, part, h, 0) in qkv [B, N, 3, H, d].
+  int64_t Qkv(int64_t b, int64_t n, int part, int64_t h) const {
+    return ((b * steps + n) * 3 + part) * features + h * dim;
+  }
+  // Offset of (b, n, h, 0) in the output [B, N, H, d].
+  int64_t Out(int64_t b, int64_t n, int64_t h) const {
+    return (b * steps + n) * features + h * dim;
+  }
+};
+
+absl::Status MakeGeometry(const Tensor& qkv, int heads, Geometry* g) {
+  if (qkv.dims() != 3) {
+    return errors::InvalidArgument(
+        "qkv must be [batch, positions, 3 * heads * head_dim], got shape ",
+        qkv.shape().DebugString());
+  }
+  g->batch = qkv.dim_size(0);
+  g->steps = qkv.dim_size(1);
+  const int64_t channels = qkv.dim_size(2);
+  if (channels % (3 * heads) != 0) {
+    return errors::InvalidArgument("qkv has ", channels,
+                                   " channels, not 3 * heads * head_dim for ",
+                                   heads, " heads");
+  }
+  g->features = channels / 3;
+  g->heads = heads;
+  g->dim = g->features / heads;
+  return absl::OkStatus();
+}
+
+// Bytes of one block of logits (see Head::block).
+constexpr int64_t kBlockBytes = int64_t{128} << 10;
+
+// One (image, head) at a time: padded copies of its q, k, v in the
+// accumulation type, and the blocked products.
+template <typename A>
+struct Head {
+  using V = typename Simd<A>::V;
+  static constexpr int64_t L = kLanes<A>;
+  const Geometry& g;
+  const int64_t dp, np, block;
+  // q, k, v, dout: [N, dp]; kt, vt, dkt, dvt: [d, np]; s, dp_block:
+  // [block, np]; o, dq: [block, dp]; qt_block, dot_block: [d, block].
+  std::vector<A> q, k, kt, v, vt, s, o, inverse, dout, dp_block, dq, dkt, dvt,
+      qt_block, dot_block;
+
+  Head(const Geometry& geometry, bool gradient)
+      : g(geometry),
+        dp(RoundUp(geometry.dim, L)),
+        np(RoundUp(geometry.steps, L)),
+        // Query rows per block: a multiple of 8 rows, with the [rows, N]
+        // logits (and their gradient) in kBlockBytes, so they stay in the
+        // L2 cache.
+        block(std::min<int64_t>(
+            std::max<int64_t>(8, kBlockBytes / (np * sizeof(A) *
+                                                (gradient ? 2 : 1)) / 8 * 8),
+            std::max<int64_t>(geometry.steps, 1))) {
+    q.assign(g.steps * dp, A(0));
+    kt.assign(g.dim * np, A(0));
+    v.assign(g.steps * dp, A(0));
+    s.assign(block * np, A(0));
+    if (gradient) {
+      k.assign(g.steps * dp, A(0));
+      vt.assign(g.dim * np, A(0));
+      dout.assign(g.steps * dp, A(0));
+      dp_block.assign(block * np, A(0));
+      dq.assign(block * dp, A(0));
+      dkt.assign(g.dim * np, A(0));
+      dvt.assign(g.dim * np, A(0));
+      qt_block.assign(g.dim * block, A(0));
+      dot_block.assign(g.dim * block, A(0));
+    } else {
+      o.assign(block * dp, A(0));
+      inverse.assign(block, A(0));
+    }
+  }
+
+  template <typename T>
+  void Load(const T* qkv, int64_t b, int64_t h, A scale) {
+    for (int64_t n = 0; n < g.steps; ++n) {
+      const T* qr = qkv + g.Qkv(b, n, 0, h);
+      const T* kr = qkv + g.Qkv(b, n, 1, h);
+      const T* vr = qkv + g.Qkv(b, n, 2, h);
+      for (int64_t c = 0; c < g.dim; ++c) {
+        q[n * dp + c] = static_cast<A>(qr[c]) * scale;
+        kt[c * np + n] = static_cast<A>(kr[c]);
+        v[n * dp + c] = static_cast<A>(vr[c]);
+      }
+      if (!k.empty()) {
+        for (int64_t c = 0; c < g.dim; ++c) {
+          k[n * dp + c] = kt[c * np + n];
+          vt[c * np + n] = v[n * dp + c];
+        }
+      }
+    }
+  }
+
+  // w[r, :] · x for r < rows, x one of the [N, dp] matrices.
+  void Mix(const A* w, int64_t rows, const A* x, A* out) const {
+    switch (dp / L) {
+      case 1: return WeightsTimesRows<A, 1>(w, np, rows, g.steps, x, out);
+      case 2: return WeightsTimesRows<A, 2>(w, np, rows, g.steps, x, out);
+      case 3: return WeightsTimesRows<A, 3>(w, np, rows, g.steps, x, out);
+      default: return WeightsTimesRows<A, 4>(w, np, rows, g.steps, x, out);
+    }
+  }
+
+  // exp(row - shift) over the N positions (the padding becomes 0); returns
+  // the sum.
+  A ExpRow(A* row, A shift) const {
+    std::fill(row + g.steps, row + np, shift);  // exp(0) = 1 on the padding,
+    const A total = ExpShifted(row, np, shift) - A(np - g.steps);
+    std::fill(row + g.steps, row + np, A(0));  // then 0.
+    return total;
+  }
+
+  // max(row[:N]), vectorised (the padding is set to -inf first).
+  A RowMax(A* row) const {
+    std::fill(row + g.steps, row + np, -std::numeric_limits<A>::infinity());
+    V m = *reinterpret_cast<const V*>(row);
+    for (int64_t j = L; j < np; j += L) {
+      const V x = *reinterpret_cast<const V*>(row + j);
+      m = m > x ? m : x;
+    }
+    A out = m[0];
+    for (int64_t i = 1; i < L; ++i) out = std::max(out, m[i]);
+    return out;
+  }
+
+  template <typename T>
+  void Forward(int64_t b, int64_t h, T* out, A* lse) {
+    for (int64_t i0 = 0; i0 < g.steps; i0 += block) {
+      const int64_t rows = std::min(block, g.steps - i0);
+      RowsTimesColumns<false>(q.data() + i0 * dp, dp, rows, kt.data(), g.dim,
+                              np, s.data());
+      // Unnormalised: o = (Σ_m exp(s - max) v) / Σ_m exp(s - max).
+      for (int64_t r = 0; r < rows; ++r) {
+        A* row = s.data() + r * np;
+        const A m = RowMax(row);
+        const A total = ExpRow(row, m);
+        lse[i0 + r] = m + std::log(total);
+        inverse[r] = A(1) / total;
+      }
+      Mix(s.data(), rows, v.data(), o.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        T* dst = out + g.Out(b, i0 + r, h);
+        for (int64_t c = 0; c < g.dim; ++c) {
+          dst[c] = static_cast<T>(o[r * dp + c] * inverse[r]);
+        }
+      }
+    }
+  }
+
+  template <typename T>
+  void Backward(const T* grad_output, const A* lse, int64_t b, int64_t h,
+                A scale, T* grad_qkv) {
+    for (int64_t n = 0; n < g.steps; ++n) {
+      const T* row = grad_output + g.Out(b, n, h);
+      for (int64_t c = 0; c < g.dim; ++c) {
+        dout[n * dp + c] = static_cast<A>(row[c]);
+      }
+    }
+    std::fill(dkt.begin(), dkt.end(), A(0));
+    std::fill(dvt.begin(), dvt.end(), A(0));
+    for (int64_t i0 = 0; i0 < g.steps; i0 += block) {
+      const int64_t rows = std::min(block, g.steps - i0);
+      // P (recomputed) and dP = dO vᵀ for the block.
+      RowsTimesColumns<false>(q.data() + i0 * dp, dp, rows, kt.data(), g.dim,
+                              np, s.data());
+      RowsTimesColumns<false>(dout.data() + i0 * dp, dp, rows, vt.data(),
+                              g.dim, np, dp_block.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        A* p = s.data() + r * np;
+        A* dpr = dp_block.data() + r * np;
+        ExpRow(p, lse[i0 + r]);  // P, normalised; 0 on the padding.
+        Eigen::Map<Eigen::Array<A, Eigen::Dynamic, 1>> pa(p, np), da(dpr, np);
+        const A mean = (pa * da).sum();  // rowsum(P ⊙ dP), exact here.
+        da = pa * (da - mean);
+      }
+      // dS = dp_block: dq = dS k, dkᵀ += qᵀ dS, dvᵀ += dOᵀ P.
+      Mix(dp_block.data(), rows, k.data(), dq.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < g.dim; ++c) {
+          qt_block[c * rows + r] = q[(i0 + r) * dp + c];
+          dot_block[c * rows + r] = dout[(i0 + r) * dp + c];
+        }
+      }
+      RowsTimesColumns<true>(qt_block.data(), rows, g.dim, dp_block.data(),
+                             rows, np, dkt.data());
+      RowsTimesColumns<true>(dot_block.data(), rows, g.dim, s.data(), rows,
+                             np, dvt.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        T* dst = grad_qkv + g.Qkv(b, i0 + r, 0, h);
+        for (int64_t c = 0; c < g.dim; ++c) {
+          dst[c] = static_cast<T>(dq[r * dp + c] * scale);
+        }
+      }
+    }
+    for (int64_t n = 0; n < g.steps; ++n) {
+      T* dst_k = grad_qkv + g.Qkv(b, n, 1, h);
+      T* dst_v = grad_qkv + g.Qkv(b, n, 2, h);
+      for (int64_t c = 0; c < g.dim; ++c) {
+        dst_k[c] = static_cast<T>(dkt[c * np + n]);
+        dst_v[c] = static_cast<T>(dvt[c * np + n]);
+      }
+    }
+  }
+};
+
+#ifdef __AVX512BF16__
+// bfloat16 inputs on CPUs with AVX512-BF16 (Zen 4/5, Xeons since Cooper
+// Lake): the products take bfloat16 operands in pairs (vdpbf16ps: 32
+// products into 16 float32 sums per instruction, twice the float32 rate),
+// accumulate in float32; the softmax, its log-normaliser and dS are
+// float32 and rounded to bfloat16 only as operands of the next product,
+// as TensorFlow's bfloat16 path rounds them. The 1/√d scale is applied to
+// the float32 logits (not to q), so q·k is exact in float32.
+constexpr bool kBf16Dot = true;
+
+typedef uint32_t Pair;  // Two bfloat16 values, the first in the low half.
+
+inline __m512bh Broadcast(const Pair* p) {
+  return (__m512bh)_mm512_set1_epi32(static_cast<int>(*p));
+}
+inline __m512bh LoadPairs(const Pair* p) {
+  return (__m512bh)_mm512_loadu_si512(p);
+}
+inline uint16_t ToBf16(float x) {  // Round to nearest even (as TF).
+  return Eigen::bfloat16(x).value;
+}
+// 16 floats → 16 bfloat16 (round to nearest even), as 16-bit integers.
+inline __m256i Convert16(const float* x) {
+  return (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x));
+}
+
+// A kRows × kVecs tile of out (+)= a · b (see PairRowsTimesColumns).
+template <bool kAccumulate, int kRows, int kVecs>
+inline void PairTile(const Pair* a, int64_t lda, const Pair* b, int64_t pairs,
+                     int64_t np, float* o) {
+  __m512 acc[kRows][kVecs];
+  for (int i = 0; i < kRows; ++i) {
+    for (int v = 0; v < kVecs; ++v) {
+      acc[i][v] = kAccumulate ? _mm512_loadu_ps(o + i * np + v * 16)
+                              : _mm512_setzero_ps();
+    }
+  }
+  for (int64_t p = 0; p < pairs; ++p) {
+    __m512bh bv[kVecs];
+    for (int v = 0; v < kVecs; ++v) bv[v] = LoadPairs(b + p * np + v * 16);
+    for (int i = 0; i < kRows; ++i) {
+      const __m512bh x = Broadcast(a + i * lda + p);
+      for (int v = 0; v < kVecs; ++v) {
+        acc[i][v] = _mm512_dpbf16_ps(acc[i][v], x, bv[v]);
+      }
+    }
+  }
+  for (int i = 0; i < kRows; ++i) {
+    for (int v = 0; v < kVecs; ++v) {
+      _mm512_storeu_ps(o + i * np + v * 16, acc[i][v]);
+    }
+  }
+}
+
+// out[r, :np] (+)= Σ_{p < pairs} dot(a[r, p], b[p, :np])  for r < rows:
+// a [rows, lda] and b [pairs, np] of pairs, out float32 [rows, np].
+template <bool kAccumulate>
+void PairRowsTimesColumns(const Pair* a, int64_t lda, int64_t rows,
+                          const Pair* b, int64_t pairs, int64_t np,
+                          float* out) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    int64_t j = 0;
+    for (; j + 48 <= np; j += 48) {
+      PairTile<kAccumulate, 4, 3>(a + r * lda, lda, b + j, pairs, np,
+                                  out + r * np + j);
+    }
+    for (; j < np; j += 16) {
+      PairTile<kAccumulate, 4, 1>(a + r * lda, lda, b + j, pairs, np,
+                                  out + r * np + j);
+    }
+  }
+  for (; r < rows; ++r) {
+    for (int64_t j = 0; j < np; j += 16) {
+      PairTile<kAccumulate, 1, 1>(a + r * lda, lda, b + j, pairs, np,
+                                  out + r * np + j);
+    }
+  }
+}
+
+// out[r, :] = Σ_{p < pairs} dot(w[r, p], x[p, :])  for r < rows (w: [rows,
+// ldw] pairs, x: [pairs, 16·VECS] pairs, out: float32 [rows, 16·VECS]).
+template <int VECS, int kRows>
+int64_t PairWeightsTimesRowsBlocked(const Pair* w, int64_t ldw, int64_t r,
+                                    int64_t rows, int64_t pairs,
+                                    const Pair* x, float* out) {
+  constexpr int64_t dp = 16 * VECS;
+  for (; r + kRows <= rows; r += kRows) {
+    __m512 acc[kRows][VECS];
+    for (int i = 0; i < kRows; ++i) {
+      for (int v = 0; v < VECS; ++v) acc[i][v] = _mm512_setzero_ps();
+    }
+    const Pair* w0 = w + r * ldw;
+    for (int64_t p = 0; p < pairs; ++p) {
+      __m512bh xv[VECS];
+      for (int v = 0; v < VECS; ++v) xv[v] = LoadPairs(x + p * dp + v * 16);
+      for (int i = 0; i < kRows; ++i) {
+        const __m512bh s = Broadcast(w0 + i * ldw + p);
+        for (int v = 0; v < VECS; ++v) {
+          acc[i][v] = _mm512_dpbf16_ps(acc[i][v], s, xv[v]);
+        }
+      }
+    }
+    for (int i = 0; i < kRows; ++i) {
+      for (int v = 0; v < VECS; ++v) {
+        _mm512_storeu_ps(out + (r + i) * dp + v * 16, acc[i][v]);
+      }
+    }
+  }
+  return r;
+}
+
+template <int VECS>
+void PairWeightsTimesRows(const Pair* w, int64_t ldw, int64_t rows,
+                          int64_t pairs, const Pair* x, float* out) {
+  constexpr int kRows = VECS == 1 ? 8 : 4;
+  int64_t r = PairWeightsTimesRowsBlocked<VECS, kRows>(w, ldw, 0, rows, pairs,
+                                                       x, out);
+  r = PairWeightsTimesRowsBlocked<VECS, 2>(w, ldw, r, rows, pairs, x, out);
+  PairWeightsTimesRowsBlocked<VECS, 1>(w, ldw, r, rows, pairs, x, out);
+}
+
+// Rows r and r + 1 of a float32 [rows, np] block as pairs [np] (a missing
+// row r + 1 is 0).
+inline void InterleaveRows(const float* x, int64_t np, int64_t r,
+                           int64_t rows, Pair* out) {
+  const float* a = x + r * np;
+  for (int64_t j = 0; j < np; j += 16) {
+    const __m512i lo = _mm512_cvtepu16_epi32(Convert16(a + j));
+    const __m512i hi =
+        r + 1 < rows
+            ? _mm512_slli_epi32(_mm512_cvtepu16_epi32(Convert16(a + np + j)),
+                                16)
+            : _mm512_setzero_si512();
+    _mm512_storeu_si512(out + j, _mm512_or_si512(lo, hi));
+  }
+}
+
+// One (image, head) of bfloat16 qkv, in the layouts the pair products read.
+struct HeadBf16 {
+  const Geometry& g;
+  // d in pairs (d padded to even), dp (d padded to 16), N padded to 32 (an
+  // even number of 16-lane vectors of positions), block rows.
+  const int64_t dpairs, dp, np, block;
+  // q_rows, dout_rows: [N, dpairs] pairs along d; k_cols, v_cols: [dpairs,
+  // np] (k[j, 2c], k[j, 2c+1]) per position j; k_pos, v_pos: [np/2, dp]
+  // (x[2m, c], x[2m+1, c]) per channel c.
+  std::vector<Pair> q_rows, k_cols, v_pos, k_pos, v_cols, dout_rows;
+  std::vector<float> s, o, inverse, dp_block, dq, dkt, dvt;
+  // Pairs of the current block: rows of P / dS along positions, and
+  // (row 2i, row 2i+1) per position; qᵀ, dOᵀ along rows.
+  std::vector<Pair> p_rows, p_pos, ds_rows, ds_pos, qt_rows, dot_rows;
+
+  HeadBf16(const Geometry& geometry, bool gradient)
+      : g(geometry),
+        dpairs((geometry.dim + 1) / 2),
+        dp(RoundUp(geometry.dim, 16)),
+        np(RoundUp(geometry.steps, 32)),
+        block(std::min<int64_t>(
+            std::max<int64_t>(8, kBlockBytes / (np * 4 * (gradient ? 2 : 1)) /
+                                     8 * 8),
+            RoundUp(std::max<int64_t>(geometry.steps, 1), 2))) {
+    q_rows.assign(g.steps * dpairs, 0);
+    k_cols.assign(dpairs * np, 0);
+    v_pos.assign(np / 2 * dp, 0);
+    s.assign(block * np, 0.f);
+    p_rows.assign(block * np / 2, 0);
+    if (gradient) {
+      k_pos.assign(np / 2 * dp, 0);
+      v_cols.assign(dpairs * np, 0);
+      dout_rows.assign(g.steps * dpairs, 0);
+      dp_block.assign(block * np, 0.f);
+      dq.assign(block * dp, 0.f);
+      dkt.assign(dpairs * 2 * np, 0.f);
+      dvt.assign(dpairs * 2 * np, 0.f);
+      p_pos.assign(block / 2 * np, 0);
+      ds_rows.assign(block * np / 2, 0);
+      ds_pos.assign(block / 2 * np, 0);
+      qt_rows.assign(2 * dpairs * block / 2, 0);
+      dot_rows.assign(2 * dpairs * block / 2, 0);
+    } else {
+      o.assign(block * dp, 0.f);
+      inverse.assign(block, 0.f);
+    }
+  }
+
+  static uint16_t Bits(const bfloat16& x) { return x.value; }
+
+  void Load(const bfloat16* qkv, int64_t b, int64_t h) {
+    const bool gradient = !k_pos.empty();
+    for (int64_t n = 0; n < g.steps; ++n) {
+      const bfloat16* qr = qkv + g.Qkv(b, n, 0, h);
+      const bfloat16* kr = qkv + g.Qkv(b, n, 1, h);
+      const bfloat16* vr = qkv + g.Qkv(b, n, 2, h);
+      uint16_t* v_half = reinterpret_cast<uint16_t*>(v_pos.data()) +
+                         (n / 2) * dp * 2 + (n % 2);
+      uint16_t* k_half = reinterpret_cast<uint16_t*>(k_pos.data()) +
+                         (n / 2) * dp * 2 + (n % 2);
+      for (int64_t c = 0; c < g.dim; ++c) {
+        const int64_t pair = (c / 2) * np + n;
+        reinterpret_cast<uint16_t*>(q_rows.data())[n * dpairs * 2 + c] =
+            Bits(qr[c]);
+        reinterpret_cast<uint16_t*>(k_cols.data())[pair * 2 + c % 2] =
+            Bits(kr[c]);
+        v_half[2 * c] = Bits(vr[c]);
+        if (gradient) {
+          k_half[2 * c] = Bits(kr[c]);
+          reinterpret_cast<uint16_t*>(v_cols.data())[pair * 2 + c % 2] =
+              Bits(vr[c]);
+        }
+      }
+    }
+  }
+
+  void Mix(const Pair* w, int64_t rows, const Pair* x, float* out) const {
+    switch (dp / 16) {
+      case 1: return PairWeightsTimesRows<1>(w, np / 2, rows, np / 2, x, out);
+      case 2: return PairWeightsTimesRows<2>(w, np / 2, rows, np / 2, x, out);
+      case 3: return PairWeightsTimesRows<3>(w, np / 2, rows, np / 2, x, out);
+      default: return PairWeightsTimesRows<4>(w, np / 2, rows, np / 2, x, out);
+    }
+  }
+
+  // Row r of a float32 block as pairs along positions.
+  void RowPairs(const float* x, int64_t r, Pair* out) const {
+    uint16_t* dst = reinterpret_cast<uint16_t*>(out + r * np / 2);
+    for (int64_t j = 0; j < np; j += 16) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j),
+                          Convert16(x + r * np + j));
+    }
+  }
+
+  // Logits of a block: scale · q kᵀ, padding -inf; returns nothing.
+  void Logits(int64_t i0, int64_t rows, float scale) {
+    PairRowsTimesColumns<false>(q_rows.data() + i0 * dpairs, dpairs, rows,
+                                k_cols.data(), dpairs, np, s.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      float* row = s.data() + r * np;
+      for (int64_t j = 0; j < np; j += 16) {
+        _mm512_storeu_ps(row + j,
+                         _mm512_mul_ps(_mm512_loadu_ps(row + j),
+                                       _mm512_set1_ps(scale)));
+      }
+    }
+  }
+
+  float RowMax(const float* row) const {
+    __m512 m = _mm512_loadu_ps(row);
+    for (int64_t j = 16; j < np; j += 16) {
+      m = _mm512_max_ps(m, _mm512_loadu_ps(row + j));
+    }
+    float out = _mm512_reduce_max_ps(m);
+    return out;
+  }
+
+  // exp(row - shift), 0 on the padding; returns the sum.
+  float ExpRow(float* row, float shift) const {
+    std::fill(row + g.steps, row + np, shift);
+    const float total = ExpShifted(row, np, shift) - float(np - g.steps);
+    std::fill(row + g.steps, row + np, 0.f);
+    return total;
+  }
+
+  void Forward(int64_t b, int64_t h, float scale, bfloat16* out, float* lse) {
+    for (int64_t i0 = 0; i0 < g.steps; i0 += block) {
+      const int64_t rows = std::min(block, g.steps - i0);
+      Logits(i0, rows, scale);
+      for (int64_t r = 0; r < rows; ++r) {
+        float* row = s.data() + r * np;
+        std::fill(row + g.steps, row + np,
+                  -std::numeric_limits<float>::infinity());
+        const float m = RowMax(row);
+        const float total = ExpRow(row, m);
+        lse[i0 + r] = m + std::log(total);
+        inverse[r] = 1.f / total;
+        RowPairs(s.data(), r, p_rows.data());
+      }
+      Mix(p_rows.data(), rows, v_pos.data(), o.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        bfloat16* dst = out + g.Out(b, i0 + r, h);
+        for (int64_t c = 0; c < g.dim; ++c) {
+          dst[c] = bfloat16(o[r * dp + c] * inverse[r]);
+        }
+      }
+    }
+  }
+
+  void Backward(const bfloat16* grad_output, const float* lse, int64_t b,
+                int64_t h, float scale, bfloat16* grad_qkv) {
+    for (int64_t n = 0; n < g.steps; ++n) {
+      const bfloat16* row = grad_output + g.Out(b, n, h);
+      uint16_t* dst =
+          reinterpret_cast<uint16_t*>(dout_rows.data()) + n * dpairs * 2;
+      for (int64_t c = 0; c < g.dim; ++c) dst[c] = Bits(row[c]);
+    }
+    std::fill(dkt.begin(), dkt.end(), 0.f);
+    std::fill(dvt.begin(), dvt.end(), 0.f);
+    for (int64_t i0 = 0; i0 < g.steps; i0 += block) {
+      const int64_t rows = std::min(block, g.steps - i0);
+      const int64_t row_pairs = (rows + 1) / 2;
+      Logits(i0, rows, scale);
+      PairRowsTimesColumns<false>(dout_rows.data() + i0 * dpairs, dpairs,
+                                  rows, v_cols.data(), dpairs, np,
+                                  dp_block.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        float* p = s.data() + r * np;
+        float* dpr = dp_block.data() + r * np;
+        ExpRow(p, lse[i0 + r]);  // P, normalised; 0 on the padding.
+        Eigen::Map<Eigen::ArrayXf> pa(p, np), da(dpr, np);
+        const float mean = (pa * da).sum();  // rowsum(P ⊙ dP), exact here.
+        da = pa * (da - mean);
+        RowPairs(dp_block.data(), r, ds_rows.data());
+      }
+      for (int64_t rp = 0; rp < row_pairs; ++rp) {
+        InterleaveRows(s.data(), np, 2 * rp, rows, p_pos.data() + rp * np);
+        InterleaveRows(dp_block.data(), np, 2 * rp, rows,
+                       ds_pos.data() + rp * np);
+      }
+      // qᵀ and dOᵀ of the block as pairs along rows (0 past the last row).
+      const uint16_t* q16 = reinterpret_cast<const uint16_t*>(q_rows.data());
+      const uint16_t* d16 =
+          reinterpret_cast<const uint16_t*>(dout_rows.data());
+      uint16_t* qt16 = reinterpret_cast<uint16_t*>(qt_rows.data());
+      uint16_t* dt16 = reinterpret_cast<uint16_t*>(dot_rows.data());
+      for (int64_t c = 0; c < 2 * dpairs; ++c) {
+        for (int64_t r = 0; r < 2 * row_pairs; ++r) {
+          const bool in = r < rows;
+          const int64_t at = (i0 + r) * dpairs * 2 + c;
+          qt16[c * row_pairs * 2 + r] = in ? q16[at] : 0;
+          dt16[c * row_pairs * 2 + r] = in ? d16[at] : 0;
+        }
+      }
+      // dq = scale · dS k; dkᵀ += scale · qᵀ dS; dvᵀ += dOᵀ P.
+      Mix(ds_rows.data(), rows, k_pos.data(), dq.data());
+      PairRowsTimesColumns<true>(qt_rows.data(), row_pairs, 2 * dpairs,
+                                 ds_pos.data(), row_pairs, np, dkt.data());
+      PairRowsTimesColumns<true>(dot_rows.data(), row_pairs, 2 * dpairs,
+                                 p_pos.data(), row_pairs, np, dvt.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        bfloat16* dst = grad_qkv + g.Qkv(b, i0 + r, 0, h);
+        for (int64_t c = 0; c < g.dim; ++c) {
+          dst[c] = bfloat16(dq[r * dp + c] * scale);
+        }
+      }
+    }
+    for (int64_t n = 0; n < g.steps; ++n) {
+      bfloat16* dst_k = grad_qkv + g.Qkv(b, n, 1, h);
+      bfloat16* dst_v = grad_qkv + g.Qkv(b, n, 2, h);
+      for (int64_t c = 0; c < g.dim; ++c) {
+        dst_k[c] = bfloat16(dkt[c * np + n] * scale);
+        dst_v[c] = bfloat16(dvt[c * np + n]);
+      }
+    }
+  }
+};
+#else
+constexpr bool kBf16Dot = false;
+#endif  // __AVX512BF16__
+
+// Heads of up to this many values run the SIMD loops (4 vectors).
+template <typename A>
+constexpr int64_t kMaxDim = 4 * kLanes<A>;
+
+template <typename T, typename A>
+class SelfAttentionOp : public OpKernel {
+ public:
+  explicit SelfAttentionOp(OpKernelConstruction* context) : OpKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("heads", &heads_));
+  }
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& qkv = context->input(0);
+    Geometry g;
+    OP_REQUIRES_OK(context, MakeGeometry(qkv, heads_, &g));
+    OP_REQUIRES(context, g.dim <= kMaxDim<A>,
+                errors::InvalidArgument("head dimension ", g.dim,
+                                        " exceeds the fused kernel's ",
+                                        kMaxDim<A>));
+    Tensor* output = nullptr;
+    Tensor* log_normalizer = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(
+                                0, TensorShape({g.batch, g.steps, g.features}),
+                                &output));
+    OP_REQUIRES_OK(context, context->allocate_output(
+                                1, TensorShape({g.batch, g.heads, g.steps}),
+                                &log_normalizer));
+    if (qkv.NumElements() == 0) return;
+    const T* in = qkv.flat<T>().data();
+    T* out = output->flat<T>().data();
+    A* lse = log_normalizer->flat<A>().data();
+    const A scale = A(1) / std::sqrt(static_cast<A>(g.dim));
+    auto work = [&](int64_t begin, int64_t end) {
+#ifdef __AVX512BF16__
+      if constexpr (std::is_same<T, bfloat16>::value) {
+        HeadBf16 head(g, /*gradient=*/false);
+        for (int64_t task = begin; task < end; ++task) {
+          const int64_t b = task / g.heads, h = task % g.heads;
+          head.Load(in, b, h);
+          head.Forward(b, h, scale, out, lse + task * g.steps);
+        }
+        return;
+      }
+#endif
+      Head<A> head(g, /*gradient=*/false);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / g.heads, h = task % g.heads;
+        head.Load(in, b, h, scale);
+        head.Forward(b, h, out, lse + task * g.steps);
+      }
+    };
+    const auto& threads = *context->device()->tensorflow_cpu_worker_threads();
+    Shard(threads.num_threads, threads.workers, g.batch * g.heads,
+          4 * g.steps * g.steps * g.dim, work);
+  }
+
+ private:
+  int heads_;
+};
+
+template <typename T, typename A>
+class SelfAttentionGradOp : public OpKernel {
+ public:
+  explicit SelfAttentionGradOp(OpKernelConstruction* context)
+      : OpKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("heads", &heads_));
+  }
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& qkv = context->input(0);
+    const Tensor& log_normalizer = context->input(1);
+    const Tensor& grad_output = context->input(2);
+    Geometry g;
+    OP_REQUIRES_OK(context, MakeGeometry(qkv, heads_, &g));
+    OP_REQUIRES(context, g.dim <= kMaxDim<A>,
+                errors::InvalidArgument("head dimension ", g.dim,
+                                        " exceeds the fused kernel's ",
+                                        kMaxDim<A>));
+    OP_REQUIRES(context,
+                log_normalizer.shape() ==
+                    TensorShape({g.batch, g.heads, g.steps}),
+                errors::InvalidArgument("log_normalizer has shape ",
+                                        log_normalizer.shape().DebugString()));
+    OP_REQUIRES(context,
+                grad_output.shape() ==
+                    TensorShape({g.batch, g.steps, g.features}),
+                errors::InvalidArgument("grad_output has shape ",
+                                        grad_output.shape().DebugString()));
+    Tensor* grad_qkv = nullptr;
+    OP_REQUIRES_OK(context,
+                   context->allocate_output(0, qkv.shape(), &grad_qkv));
+    if (qkv.NumElements() == 0) return;
+    const T* in = qkv.flat<T>().data();
+    const A* lse = log_normalizer.flat<A>().data();
+    const T* dout = grad_output.flat<T>().data();
+    T* dqkv = grad_qkv->flat<T>().data();
+    const A scale = A(1) / std::sqrt(static_cast<A>(g.dim));
+    auto work = [&](int64_t begin, int64_t end) {
+#ifdef __AVX512BF16__
+      if constexpr (std::is_same<T, bfloat16>::value) {
+        HeadBf16 head(g, /*gradient=*/true);
+        for (int64_t task = begin; task < end; ++task) {
+          const int64_t b = task / g.heads, h = task % g.heads;
+          head.Load(in, b, h);
+          head.Backward(dout, lse + task * g.steps, b, h, scale, dqkv);
+        }
+        return;
+      }
+#endif
+      Head<A> head(g, /*gradient=*/true);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / g.heads, h = task % g.heads;
+        head.Load(in, b, h, scale);
+        head.Backward(dout, lse + task * g.steps, b, h, scale, dqkv);
+      }
+    };
+    const auto& threads = *context->device()->tensorflow_cpu_worker_threads();
+    Shard(threads.num_threads, threads.workers, g.batch * g.heads,
+          12 * g.steps * g.steps * g.dim, work);
+  }
+
+ private:
+  int heads_;
+};
+
+#define REGISTER(T, A)                                           \
+  REGISTER_KERNEL_BUILDER(Name("FlowppSelfAttention")            \
+                              .Device(DEVICE_CPU)                \
+                              .TypeConstraint<T>("T")            \
+                              .TypeConstraint<A>("A"),           \
+                          SelfAttentionOp<T, A>);                \
+  REGISTER_KERNEL_BUILDER(Name("FlowppSelfAttentionGrad")        \
+                              .Device(DEVICE_CPU)                \
+                              .TypeConstraint<T>("T")            \
+                              .TypeConstraint<A>("A"),           \
+                          SelfAttentionGradOp<T, A>);
+
+REGISTER(float, float)
+REGISTER(bfloat16, float)
+REGISTER(Eigen::half, float)
+REGISTER(double, double)
+
+}  // namespace
+}  // namespace tensorflow
