@@ -44,17 +44,29 @@ SCRIPT = os.path.abspath(__file__)
 # What is measured of each model: ours in float32 (the flag files leave
 # --precision at auto, which is bfloat16 on CPUs with bfloat16 arithmetic),
 # tfb.Glow, and the precision and attention-kernel axes: the same model with
-# these flags.
-KINDS = ('ours', 'tfb_glow', 'ours_bf16', 'ours_tf_attention',
+# these flags (--attention_kernel=auto is the fused kernel for bfloat16
+# networks and TensorFlow's ops for float32 ones; the other two kinds swap
+# that).
+KINDS = ('ours', 'tfb_glow', 'ours_bf16', 'ours_fused',
          'ours_bf16_tf_attention')
 KIND_OVERRIDES = {
     'ours': ('--precision=float32',),
     'ours_bf16': ('--precision=mixed_bfloat16',),
-    'ours_tf_attention': ('--precision=float32',
-                          '--attention_kernel=tensorflow'),
+    'ours_fused': ('--precision=float32', '--attention_kernel=fused'),
     'ours_bf16_tf_attention': ('--precision=mixed_bfloat16',
                                '--attention_kernel=tensorflow'),
 }
+# The attention core alone (`fused_attention.self_attention` against
+# `blocks.attention`): (label, batch, heads, positions, head dimension) of
+# the attention layers of the Fashion-MNIST and CIFAR-10 configs.
+ATTENTION_SHAPES = (
+    ('Fashion-MNIST 28×14', 64, 4, 392, 12),
+    ('Fashion-MNIST 14×7', 64, 4, 98, 12),
+    ('CIFAR-10 32×16', 16, 4, 512, 24),
+    ('CIFAR-10 16×8', 16, 4, 128, 24),
+)
+QUICK_ATTENTION_SHAPES = (('tiny', 4, 2, 40, 12),)
+ATTENTION_DTYPES = ('float32', 'bfloat16', 'float16')
 
 # (label, config, image shape, levels, batch, tfb.Glow blocks, K per block)
 FULL_MODELS = (
@@ -306,6 +318,45 @@ def _worker_matmul(spec, result):
   result['gflops'] = 2 * n**3 / timing['min'] / 1e9
 
 
+def _worker_attention_core(spec, result):
+  """Forward and forward + backward time of the attention core."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfp_flowpp.networks import blocks  # pylint: disable=g-import-not-at-top
+  from tfp_flowpp.networks import fused_attention  # pylint: disable=g-import-not-at-top
+
+  def plain(qkv, heads):
+    batch, steps, channels = qkv.shape
+    x = tf.reshape(qkv, [batch, steps, 3, heads, channels // 3 // heads])
+    q, k, v = tf.unstack(tf.transpose(x, [2, 0, 3, 1, 4]), axis=0)
+    return tf.reshape(tf.transpose(blocks.attention(q, k, v), [0, 2, 1, 3]),
+                      [batch, steps, channels // 3])
+
+  rows = []
+  for label, batch, heads, steps, dim in spec['shapes']:
+    for dtype in spec['dtypes']:
+      qkv = tf.cast(tf.random.stateless_normal(
+          [batch, steps, 3 * heads * dim], seed=[1, 2]), dtype)
+      row = {'label': label, 'batch': batch, 'heads': heads, 'steps': steps,
+             'dim': dim, 'dtype': dtype}
+      for name, fn in (('tensorflow', plain),
+                       ('fused', fused_attention.self_attention)):
+        forward = tf.function(lambda x, fn=fn: fn(x, heads))
+
+        @tf.function
+        def both(x, fn=fn):
+          with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(tf.cast(fn(x, heads), tf.float32)**2)
+          return tape.gradient(loss, x)
+
+        for what, f in (('forward', forward), ('backward', both)):
+          row[f'{name}_{what}'] = _common.time_calls(
+              lambda f=f: f(qkv).numpy(), min_seconds=spec['min_seconds'],
+              min_calls=5)['median']
+      rows.append(row)
+  result['attention_core'] = rows
+
+
 def _mixture_problem(shape, k, dtype, seed):
   """Realistic mixture parameters and targets with known roots."""
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -399,6 +450,7 @@ WORKERS = {
     'sample': _worker_sample,
     'train': _worker_train,
     'matmul': _worker_matmul,
+    'attention_core': _worker_attention_core,
     'mixture_inverse': _worker_mixture_inverse,
 }
 
@@ -480,6 +532,11 @@ def run(args):
               f"{out['peak_rss_mib']:.0f} MiB")
         entry[kind] = merged
     results['models'].append(entry)
+  results['attention_core'] = worker({
+      'phases': ['attention_core'], 'min_seconds': min_seconds,
+      'shapes': QUICK_ATTENTION_SHAPES if quick else ATTENTION_SHAPES,
+      'dtypes': ATTENTION_DTYPES})['attention_core']
+  log('attention core done')
   shape = [4, 8, 8, 3] if quick else [64, 32, 32, 3]
   results['mixture'] = worker({
       'phases': ['mixture_inverse'], 'dtypes': ['float32', 'float64'],
@@ -632,7 +689,9 @@ def report(results, command):
       'The same model, measured the same way in the same run: '
       '`--precision=mixed_bfloat16` runs the conditioner networks (coupling '
       'networks, dequantizer context network) in bfloat16 with float32 '
-      'layer-norm statistics, and everything of the flow (coupling '
+      'layer-norm statistics and attention in the fused kernel (the '
+      '`auto` default for 16-bit networks; float32 networks use '
+      'TensorFlow\'s attention ops), and everything of the flow (coupling '
       'transforms, log-dets, ActNorm, 1×1 convolutions, preprocessing, '
       'prior, bound) in float32. How much bfloat16 gains depends on the '
       "CPU's bfloat16 support (the bfloat16 flags of the machine line "
@@ -647,48 +706,56 @@ def report(results, command):
                     'train img/s fused', 'train fused ÷ TF ops',
                     'log_prob img/s TF ops', 'log_prob img/s fused',
                     'log_prob fused ÷ TF ops']
-  kernel_rows, overall_rows = [], []
+  kernel_rows = []
   for entry in models:
     rate = {(k, p): entry['batch'] / entry[k][p]['timing']['median']
-            for k in ('ours', 'ours_bf16', 'ours_tf_attention',
+            for k in ('ours', 'ours_bf16', 'ours_fused',
                       'ours_bf16_tf_attention')
             for p in MIXED_PRECISION_PHASES}
     for precision, fused, plain in (
-        ('float32', 'ours', 'ours_tf_attention'),
+        ('float32', 'ours_fused', 'ours'),
         ('mixed_bfloat16', 'ours_bf16', 'ours_bf16_tf_attention')):
       row = [entry['label'], precision]
       for phase in ('train', 'log_prob'):
-        row += [_common.fmt(rate[plain, phase]), _common.fmt(rate[fused, phase]),
+        row += [_common.fmt(rate[plain, phase]),
+                _common.fmt(rate[fused, phase]),
                 f'{rate[fused, phase] / rate[plain, phase]:.2f}×']
       kernel_rows.append(row)
-    overall_rows.append([
-        entry['label'], entry['batch'],
-        _common.fmt(rate['ours_tf_attention', 'train']),
-        _common.fmt(rate['ours_bf16', 'train']),
-        f"{rate['ours_bf16', 'train'] / rate['ours_tf_attention', 'train']:.2f}×",
-        f"{rate['ours_bf16', 'log_prob'] / rate['ours_tf_attention', 'log_prob']:.2f}×"
-    ])
+  core_headers = ['attention layer', 'B × heads', 'N', 'd', 'dtype',
+                  'forward ms TF ops', 'forward ms fused', 'forward speed-up',
+                  'fwd + bwd ms TF ops', 'fwd + bwd ms fused',
+                  'fwd + bwd speed-up']
+  core_rows = [[
+      r['label'], f"{r['batch']} × {r['heads']}", r['steps'], r['dim'],
+      r['dtype'], f"{1000 * r['tensorflow_forward']:.1f}",
+      f"{1000 * r['fused_forward']:.1f}",
+      f"{r['tensorflow_forward'] / r['fused_forward']:.2f}×",
+      f"{1000 * r['tensorflow_backward']:.1f}",
+      f"{1000 * r['fused_backward']:.1f}",
+      f"{r['tensorflow_backward'] / r['fused_backward']:.2f}×"
+  ] for r in results['attention_core']]
   md.append('### Fused attention kernel: `--attention_kernel=fused` against '
             'TensorFlow ops')
   md.append('')
   md.append(_common.markdown_table(kernel_headers, kernel_rows))
   md.append('')
-  overall_headers = ['model', 'batch', 'train img/s float32, TF ops',
-                     'train img/s bf16, fused',
-                     'train: bf16 + fused ÷ float32 + TF ops',
-                     'log_prob: bf16 + fused ÷ float32 + TF ops']
-  md.append(_common.markdown_table(overall_headers, overall_rows))
+  md.append(_common.markdown_table(core_headers, core_rows))
   md.append('')
   md.append(
       'The same model, measured the same way in the same run, with '
-      '`--attention_kernel=tensorflow` (TensorFlow\'s ops: QKᵀ, softmax, PV '
-      'and their gradients, each writing the [N, N] logits) and with the '
-      'fused CPU kernel (`tfp_flowpp/networks/kernels/self_attention.cc`, '
-      'the default `auto` here: one pass per block of query rows with the '
-      'logits in the L2 cache; bfloat16 products with AVX512-BF16 dot '
-      'products where the CPU has them). The second table is the whole '
-      'change against the float32 path before either existed: the issue\'s '
-      '"× the float32 img/s".')
+      'TensorFlow\'s attention ops (QKᵀ, softmax, PV and their gradients, '
+      'each writing the [N, N] logits; `blocks.attention`) and with the '
+      'fused CPU kernel (`tfp_flowpp/networks/kernels/self_attention.cc`: '
+      'one pass per block of query rows with the logits in the L2 cache; '
+      'bfloat16 products with AVX512-BF16 dot products where the CPU has '
+      'them). `--attention_kernel=auto`, the default, is the fused kernel '
+      'for 16-bit networks and TensorFlow\'s ops for float32 ones, so the '
+      'mixed-precision table above compares the two defaults. Second table: '
+      'the attention core alone (`fused_attention.self_attention` against '
+      '`blocks.attention` on the same [B, N, 3·heads·d] tensor; *fwd + bwd*: '
+      'the gradient of a sum of squares of the output, forward included), '
+      'at the shapes of the configs\' attention layers; median of repeated '
+      '`tf.function` calls.')
   md.append('')
 
   # Network calls.
@@ -877,7 +944,7 @@ def report(results, command):
   for headers_, rows_ in ((headers, rows), (ratio_headers, ratio_rows),
                           (mixed_headers, mixed_rows),
                           (kernel_headers, kernel_rows),
-                          (overall_headers, overall_rows),
+                          (core_headers, core_rows),
                           (call_headers, call_rows),
                           (flop_headers, flop_rows), (mix_headers, mix_rows),
                           (['target', 'measured', 'verdict'], target_rows)):

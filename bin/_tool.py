@@ -51,12 +51,17 @@ def run(main, name):
 def load(workdir):
   """(model with EMA weights, configs dict, step) from a training workdir.
 
-  The networks compute in ``--precision`` where the tool defines it (else,
-  or if unset, in the run's precision).
+  The networks compute in ``--precision``, and attention with
+  ``--attention_kernel``, where the tool defines them (else, or if unset, as
+  the run did).
   """
   from tfp_flowpp import training  # pylint: disable=g-import-not-at-top
-  precision = flags.FLAGS.precision if 'precision' in flags.FLAGS else None
-  return training.restore_for_inference(workdir, precision=precision)
+  overrides = {
+      name: flags.FLAGS[name].value
+      for name in ('precision', 'attention_kernel')
+      if name in flags.FLAGS
+  }
+  return training.restore_for_inference(workdir, **overrides)
 
 
 def dataset(configs):

@@ -115,13 +115,22 @@ def define_workdir_flag(flag_values=flags.FLAGS, required=True):
 
 
 def define_precision_flag(flag_values=flags.FLAGS):
-  """``--precision`` of the tools that load a trained run (default: its own)."""
+  """``--precision`` and ``--attention_kernel`` of the tools that load a
+  trained run (default: the run's own)."""
   flags.DEFINE_enum(
       'precision',
       None,
       list(model_config_lib.CHOICES['precision']),
       'What the conditioner networks compute in (see bin/train --helpfull); '
       "default the run's. The flow arithmetic is always in the run's --dtype.",
+      flag_values=flag_values)
+  flags.DEFINE_enum(
+      'attention_kernel',
+      None,
+      list(model_config_lib.CHOICES['attention_kernel']),
+      'How attention computes: fused (the fused CPU kernel), tensorflow or '
+      "auto (see bin/train --helpfull); default the run's. The same "
+      'function either way, to float rounding.',
       flag_values=flag_values)
 
 

@@ -38,6 +38,7 @@ def test_speed_quick(tmp_path):
                   '### Achieved FLOP/s', '### Mixture-of-logistics CDF inverse',
                   '### Targets', '* Machine:', '* Command: `python bench/'
                   'speed.py --quick`', '### Mixed precision: float32 against',
+                  '### Fused attention kernel:',
                   'bfloat16 flags in /proc/cpuinfo:'):
     assert heading in doc, heading
   # The precision axis: float32 and bf16 rates of the same model, and ratios.
@@ -54,6 +55,13 @@ def test_speed_quick(tmp_path):
   assert row, doc
   assert int(row.group(1)) < 100 and float(row.group(3)) < 1e-10
   assert 'train step img/s' in stdout
+  # The attention kernel axis: both precisions, and the core in 3 dtypes.
+  for precision in ('float32', 'mixed_bfloat16'):
+    assert re.search(r'\| tiny \(4×4 digits\) \| ' + precision +
+                     r' \| [\d,.]+ \| [\d,.]+ \| [\d.]+× \|', doc), precision
+  for dtype in ('float32', 'bfloat16', 'float16'):
+    assert re.search(r'\| tiny \| 4 × 2 \| 40 \| 12 \| ' + dtype +
+                     r' \| [\d.]+ \| [\d.]+ \| [\d.]+× \|', doc), dtype
 
 
 needs_fashion_mnist = pytest.mark.skipif(

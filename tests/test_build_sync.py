@@ -174,6 +174,21 @@ def _resolve(candidates, index):
   raise ValueError(f'Cannot resolve import {exact!r}.')
 
 
+def _data_files(path):
+  """Package files (not Python) a tfp_flowpp module names: Bazel ``data``.
+
+  E.g. the C++ source `networks/fused_attention.py` compiles at run time.
+  """
+  if path.relative_to(ROOT).parts[0] != 'tfp_flowpp':
+    return []
+  text = path.read_text()
+  return sorted(
+      f.relative_to(ROOT).as_posix()
+      for f in (ROOT / 'tfp_flowpp').rglob('*')
+      if f.is_file() and f.suffix not in ('.py', '.pyc') and
+      '__pycache__' not in f.parts and f"'{f.name}'" in text)
+
+
 def render_build():
   sources = _sources()
   index = _module_index(sources)
@@ -189,6 +204,9 @@ def render_build():
       lines.append('    size = "medium",')
     if kind in ('py_binary', 'py_test'):
       lines.append(f'    main = "{rel}",')
+    data = _data_files(path)
+    if data:
+      lines.append('    data = [' + ', '.join(f'"{d}"' for d in data) + '],')
     lines.append(f'    imports = ["{_IMPORT_ROOT[rel.split("/")[0]]}"],')
     deps = [f'":{t}"' for t in internal
            ] + [f'requirement("{r}")' for r in external]
@@ -331,6 +349,12 @@ def build_problems(text):
       problems.append(
           f'{where}: imports = {attrs["imports"]}; a {layer} target may put '
           f'only "{_IMPORT_ROOT[layer]}" on sys.path')
+    data = attrs.get('data', [])
+    if not (isinstance(data, list) and all(isinstance(d, str) for d in data)):
+      problems.append(f'{where}: data must be a list of files')
+      data = []
+    for missing in sorted(d for d in data if not (ROOT / d).is_file()):
+      problems.append(f'{where}: data file {missing} does not exist')
     graph[name] = set()
     for dep in attrs.get('deps', []):
       if isinstance(dep, tuple):

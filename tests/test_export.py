@@ -34,6 +34,7 @@ from tfp_flowpp import data as data_lib
 from tfp_flowpp import export
 from tfp_flowpp import training
 from tfp_flowpp.export import saved_model as saved_model_lib
+from tfp_flowpp.networks import blocks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPORT_BIN = os.path.join(REPO, 'bin', 'export')
@@ -547,6 +548,23 @@ def test_metadata(exported, workdir):
   assert metadata['signatures'] == list(export.SIGNATURE_NAMES)
   with open(os.path.join(workdir, 'config.json')) as f:
     assert metadata['config'] == json.load(f)
+
+
+def test_saved_graphs_hold_only_tensorflow_ops(exported, model):
+  # Trained and restored here with the fused attention kernel (a custom op
+  # of this machine); the SavedModel must run wherever TensorFlow does.
+  from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
+  assert any(isinstance(m, blocks.GatedAttentionBlock)
+             for m in model.submodules)
+  saved = saved_model_pb2.SavedModel()
+  with open(os.path.join(exported, 'saved_model.pb'), 'rb') as f:
+    saved.ParseFromString(f.read())
+  graph = saved.meta_graphs[0].graph_def
+  ops = {node.op for node in graph.node}
+  for function in graph.library.function:
+    ops.update(node.op for node in function.node_def)
+  assert 'Softmax' in ops  # The attention is there, as TensorFlow ops.
+  assert not {op for op in ops if op.startswith('Flowpp')}, ops
 
 
 def test_versions(tmp_path):

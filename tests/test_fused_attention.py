@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from tfp_flowpp import model_builder
+from tfp_flowpp.compression.float64_model import float64_model
 from tfp_flowpp.networks import blocks
 from tfp_flowpp.networks import fused_attention
 
@@ -90,6 +91,31 @@ def test_low_precision_within_output_rounding(dtype, tolerance):
 def test_bad_layout_is_an_error():
   with pytest.raises(tf.errors.InvalidArgumentError, match='3 \\* heads'):
     fused_attention.self_attention(tf.zeros([1, 4, 3 * 6]), heads=4)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match='head dimension 65 exceeds'):
+    fused_attention.self_attention(tf.zeros([1, 4, 3 * 65]), heads=1)
+
+
+def test_where_the_kernel_applies():
+  # auto: 16-bit networks only (float32 and float64 keep TensorFlow's ops).
+  for dtype in (tf.bfloat16, tf.float16):
+    assert fused_attention.uses_fused_kernel('auto', dtype, 12)
+  for dtype in (tf.float32, tf.float64):
+    assert not fused_attention.uses_fused_kernel('auto', dtype, 12)
+    assert fused_attention.uses_fused_kernel('fused', dtype, 12)
+  assert fused_attention.uses_fused_kernel('fused', tf.float32, 64)
+  assert not fused_attention.uses_fused_kernel('fused', tf.float32, 65)
+  assert not fused_attention.uses_fused_kernel('fused', tf.float64, 33)
+  assert not fused_attention.uses_fused_kernel('fused', tf.float32, 8,
+                                               portable=True)
+  assert not fused_attention.uses_fused_kernel('tensorflow', tf.float32, 8)
+  with pytest.raises(ValueError, match="attention_kernel must be one of"):
+    fused_attention.uses_fused_kernel('cuda', tf.float32, 8)
+  wide = blocks.GatedAttentionBlock(65, heads=1, kernel='fused')
+  x = tf.ones([1, 2, 2, 65])
+  graph = tf.function(lambda x: wide(x, tf.zeros([2, 2, 65]))
+                     ).get_concrete_function(x).graph
+  assert 'FlowppSelfAttention' not in {op.type for op in graph.get_operations()}
 
 
 def _block(kernel):
@@ -178,14 +204,14 @@ def fresh_build(monkeypatch, tmp_path):
 def test_without_a_compiler_auto_falls_back_and_fused_says_why(
     fresh_build, monkeypatch):
   monkeypatch.setenv('CXX', 'no-such-compiler')
-  assert not fused_attention.uses_fused_kernel('auto', tf.float32)
+  assert not fused_attention.uses_fused_kernel('auto', tf.bfloat16)
   assert 'TensorFlow ops' in fused_attention.describe('auto')
   with pytest.raises(fused_attention.KernelUnavailableError,
                      match="no C\\+\\+ compiler 'no-such-compiler'"):
     fused_attention.uses_fused_kernel('fused', tf.float32)
   block = _block('auto')  # Still runs, on TensorFlow's ops.
-  assert block(tf.ones([1, 2, 2, 8]), tf.zeros([2, 2, 8])).shape == [
-      1, 2, 2, 8]
+  x = tf.ones([1, 2, 2, 8], tf.bfloat16)
+  assert block(x, tf.zeros([2, 2, 8])).shape == [1, 2, 2, 8]
   assert not (fresh_build / 'cache').exists()
 
 
@@ -213,3 +239,25 @@ def test_a_build_lands_in_the_cache_and_is_reused(fresh_build):
   fused_attention.load()  # Loads the cached file, no second build.
   assert os.listdir(fresh_build / 'cache') == built
   assert os.path.getmtime(fresh_build / 'cache' / built[0]) == mtime
+
+
+def test_compression_codes_with_tensorflow_attention():
+  # The fused kernel depends on the compiler and CPU at hand, which a
+  # compressed file's environment fingerprint does not record.
+  config = configs_util.tiny_model_config(
+      dtype='float64', precision='float32', attention_kernel='fused')
+  model = model_builder.build_model(config)
+  assert blocks.attention_kernel_of(model) == ('fused',)
+  twin = float64_model(model, config)
+  assert twin is not model
+  assert blocks.attention_kernel_of(twin) == ('tensorflow',)
+  for kernel in ('tensorflow', 'auto'):  # auto: TF ops in float64.
+    plain = model_builder.build_model(config.replace(attention_kernel=kernel))
+    assert blocks.attention_kernel_of(plain) == ('tensorflow',)
+    assert float64_model(plain, config) is plain
+  # auto resolves by what the networks compute in.
+  for policy, kernels in (('float32', ('tensorflow',)),
+                          ('mixed_bfloat16', ('fused',))):
+    model = model_builder.build_model(
+        configs_util.tiny_model_config(precision=policy))
+    assert blocks.attention_kernel_of(model) == kernels

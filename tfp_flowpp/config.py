@@ -113,10 +113,10 @@ class ModelConfig:
   attention_kernel: str = _field(
       'auto', 'How attention computes: fused (a fused CPU kernel compiled '
       'with g++ on first use: the [N, N] logits never leave the cache), '
-      'tensorflow (TensorFlow ops) or auto (fused where it can be built and '
-      'runs: CPU, no XLA; else tensorflow). The same function either way; '
-      'SavedModel exports always hold TensorFlow ops. Not an architecture '
-      'field.')
+      'tensorflow (TensorFlow ops) or auto (fused for 16-bit --precision '
+      'where it can be built and runs: CPU, no XLA; else tensorflow). The '
+      'same function either way; SavedModel exports always hold TensorFlow '
+      'ops. Not an architecture field.')
   layer_norm: bool = _field(True, 'Layer norm after each conv/mixer block.')
   dropout: float = _field(0.2, 'Dropout rate inside coupling networks.')
   weight_norm: bool = _field(

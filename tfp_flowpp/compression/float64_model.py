@@ -6,7 +6,10 @@ precision than float32 offers (a grid of 2^-24 on values of order 100).
 `float64_model` rebuilds the architecture of ``model_config`` with
 ``dtype='float64'`` -- networks included, whatever precision the model was
 trained or restored in (bfloat16 networks would neither be reproducible
-across CPUs nor precise enough) -- and copies every variable of the trained
+across CPUs nor precise enough), and with TensorFlow's attention ops (the
+fused CPU kernel, `networks.fused_attention`, is compiled for the CPU at
+hand by whatever compiler is there, which a compressed file's environment
+fingerprint does not record) -- and copies every variable of the trained
 model into it (variables are created in the same order, so they are matched
 one to one by position, checking names and shapes), then checks that both
 models map the same probe images to the same latents.
@@ -17,6 +20,7 @@ import tensorflow as tf
 
 from tfp_flowpp import model_builder
 from tfp_flowpp import precision
+from tfp_flowpp.networks import blocks
 
 __all__ = ['float64_model']
 
@@ -33,10 +37,14 @@ def float64_model(model, model_config):
     ValueError: the model does not match its config (one line).
   """
   policy = precision.policy_of(model)
-  if tf.as_dtype(model_config.dtype) == tf.float64 and policy == 'float32':
+  if (tf.as_dtype(model_config.dtype) == tf.float64 and
+      policy == 'float32' and
+      'fused' not in blocks.attention_kernel_of(model)):
     return model
   twin = model_builder.build_model(
-      model_config.replace(dtype='float64', precision='float32'))
+      model_config.replace(
+          dtype='float64', precision='float32',
+          attention_kernel='tensorflow'))
   source, target = model.variables, twin.variables
   if len(source) != len(target):
     raise ValueError(f'The model has {len(source)} variables but its config '

@@ -22,7 +22,8 @@ from tfp_flowpp.networks import layers
 
 __all__ = [
     'GatedConvBlock', 'GatedAttentionBlock', 'PointwiseMaxoutBlock',
-    'assign_dropout_streams', 'attention', 'portable_attention'
+    'assign_dropout_streams', 'attention', 'attention_kernel_of',
+    'portable_attention'
 ]
 
 
@@ -439,7 +440,8 @@ class GatedAttentionBlock(tf.Module):
     steps = height * width
     dim = self.filters // self.heads
     qkv = self.qkv(x + tf.cast(positional_embedding, x.dtype))
-    if fused_attention.uses_fused_kernel(self.kernel, qkv.dtype, _portable()):
+    if fused_attention.uses_fused_kernel(self.kernel, qkv.dtype, dim,
+                                         _portable()):
       attended = fused_attention.self_attention(
           tf.reshape(qkv, [batch, steps, 3 * self.filters]), self.heads)
     else:
@@ -450,6 +452,32 @@ class GatedAttentionBlock(tf.Module):
     attended = _dropout(attended, self.dropout, training,
                         self.dropout_stream)
     return x + layers.gate(self.out(attended))
+
+
+def attention_kernel_of(module):
+  """What ``module``'s attention blocks compute with here.
+
+  The sorted distinct kernels of its `GatedAttentionBlock`s, each
+  ``'fused'`` or ``'tensorflow'`` as resolved on this machine for a graph
+  traced now (`fused_attention.uses_fused_kernel`, for the dtype the block
+  computes in: the ``compute_dtype`` of the network it belongs to, else its
+  variables'); ``()`` without attention.
+  """
+  dtypes = {}  # id(block) -> (block, dtype it computes in)
+  for m in module.submodules:
+    if isinstance(m, GatedAttentionBlock):
+      dtypes.setdefault(id(m), (m, m.trainable_variables[0].dtype))
+  for network in (module,) + tuple(module.submodules):
+    compute_dtype = getattr(network, 'compute_dtype', None)
+    if compute_dtype is not None:
+      for m in network.submodules:
+        if isinstance(m, GatedAttentionBlock):
+          dtypes[id(m)] = (m, compute_dtype)
+  return tuple(sorted({
+      'fused' if fused_attention.uses_fused_kernel(
+          m.kernel, dtype, m.filters // m.heads) else 'tensorflow'
+      for m, dtype in dtypes.values()
+  }))
 
 
 class PointwiseMaxoutBlock(tf.Module):

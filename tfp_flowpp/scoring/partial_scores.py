@@ -11,8 +11,8 @@ first unfinished batch. Batch ``i`` draws its noise from the seed
 numbers of an uninterrupted one.
 
 The file is bound to what produced it: a key over the scoring config, the
-model's (and background model's) dtype, precision and every variable's
-value, and the complexity codec's fingerprint. A different key, or a stored
+model's (and background model's) dtype, precision, attention kernel and
+every variable's value, and the complexity codec's fingerprint. A different key, or a stored
 batch whose pixels differ from the source's, is a one-line error; nothing is
 mixed. The scorer deletes the file when the pass completes.
 """
@@ -31,13 +31,18 @@ _FORMAT = 'tfp_flowpp partial scores v1'
 
 def _model_digest(digest, model):
   from tfp_flowpp import precision  # pylint: disable=g-import-not-at-top
-  digest.update(json.dumps({
+  from tfp_flowpp.networks import blocks  # pylint: disable=g-import-not-at-top
+  fields = {
       'class': type(model).__name__,
       'dtype': str(getattr(model.dtype, 'name', model.dtype)),
       'precision': precision.policy_of(model),
       'image_shape': [int(d) for d in model.image_shape],
       'num_levels': int(model.num_levels),
-  }, sort_keys=True).encode())
+  }
+  attention = blocks.attention_kernel_of(model)
+  if attention:  # The kernels agree to rounding only.
+    fields['attention'] = list(attention)
+  digest.update(json.dumps(fields, sort_keys=True).encode())
   for variable in model.variables:  # In tf.Module's (attribute) order.
     value = np.ascontiguousarray(variable.numpy())
     digest.update(f'\n{value.dtype.str} {value.shape}\n'.encode())
@@ -137,8 +142,9 @@ class PartialScores:
                        'start the pass over.')
     if header.get('key') != key:
       raise ValueError(f'{path} holds partial scores of another model or '
-                       'scoring configuration (weights, precision, k, seed, '
-                       'batch size, codecs or background differ); delete it '
+                       'scoring configuration (weights, precision, attention '
+                       'kernel, k, seed, batch size, codecs or background '
+                       'differ); delete it '
                        'or score with the settings that wrote it.')
     if any(len(v) != int(np.sum(sizes)) for v in stored.values()):
       raise ValueError(f'{path} is truncated; delete it to start the pass '

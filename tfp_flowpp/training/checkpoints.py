@@ -171,7 +171,8 @@ def restore_for_inference(workdir_path,
                           use_ema=True,
                           checkpoint_path=None,
                           model_fn=None,
-                          precision=None):
+                          precision=None,
+                          attention_kernel=None):
   """Rebuilds a trained model from a workdir with its EMA weights in place.
 
   Args:
@@ -183,6 +184,8 @@ def restore_for_inference(workdir_path,
     precision: what the rebuilt model's networks compute in (a
       `tfp_flowpp.precision` policy); default the run's. Checkpoints hold
       the same variables under every precision.
+    attention_kernel: how the rebuilt model's attention computes (one of
+      `networks.fused_attention.KERNELS`); default the run's.
 
   Returns:
     ``(model, configs, step)`` — configs is the raw dict of config.json.
@@ -195,6 +198,8 @@ def restore_for_inference(workdir_path,
   model_config = workdir.model_config()
   if precision is not None:
     model_config = model_config.replace(precision=precision)
+  if attention_kernel is not None:
+    model_config = model_config.replace(attention_kernel=attention_kernel)
   train_config = train_config_lib.TrainConfig(**configs['train'])
   path = checkpoint_path or tf.train.latest_checkpoint(workdir.checkpoint_dir)
   if not path:

@@ -38,6 +38,7 @@ import tensorflow as tf
 from tfp_flowpp import data as data_lib
 from tfp_flowpp import model_builder
 from tfp_flowpp import precision
+from tfp_flowpp.networks import fused_attention
 from tfp_flowpp.training import atomic_files
 from tfp_flowpp.training import checkpoints
 from tfp_flowpp.training import determinism
@@ -127,6 +128,11 @@ class Trainer:
     self.dataset = dataset or data_lib.load_dataset(data_config)
     policy, reason = precision.resolve(model_config.precision)
     self.precision_message = f'Precision: {policy} ({reason}).'
+    self.attention_message = None
+    if 'attention' in (model_config.mixer, model_config.dequantizer_mixer,
+                       model_config.context_mixer):
+      self.attention_message = 'Attention: ' + fused_attention.describe(
+          model_config.attention_kernel) + '.'
     self.model_config = model_config.replace(
         image_shape=tuple(self.dataset.image_shape),
         num_levels=int(self.dataset.num_levels),
@@ -278,6 +284,8 @@ class Trainer:
   def _restore_or_initialize(self):
     self._print(self._describe_data())
     self._print(self.precision_message)
+    if self.attention_message:
+      self._print(self.attention_message)
     latest = tf.train.latest_checkpoint(self.workdir.checkpoint_dir)
     if latest:
       with self.strategy.scope():
