@@ -205,7 +205,9 @@ def test_without_a_compiler_auto_falls_back_and_fused_says_why(
     fresh_build, monkeypatch):
   monkeypatch.setenv('CXX', 'no-such-compiler')
   assert not fused_attention.uses_fused_kernel('auto', tf.bfloat16)
-  assert 'TensorFlow ops' in fused_attention.describe('auto')
+  assert fused_attention.describe('auto', tf.bfloat16) == (
+      "TensorFlow ops (auto: no C++ compiler 'no-such-compiler' on PATH to "
+      'build the fused attention kernel (install g++ or set CXX))')
   with pytest.raises(fused_attention.KernelUnavailableError,
                      match="no C\\+\\+ compiler 'no-such-compiler'"):
     fused_attention.uses_fused_kernel('fused', tf.float32)
@@ -228,6 +230,17 @@ def test_failed_compilation_is_one_line_and_leaves_no_file(
   assert '\n' not in str(error.value)
   assert 'error: broken' in str(error.value)
   assert not os.listdir(fresh_build / 'cache')
+
+
+def test_startup_line_says_which_attention_runs():
+  assert fused_attention.describe('auto', tf.bfloat16) == (
+      'fused CPU kernel (auto)')
+  assert fused_attention.describe('auto', tf.float32) == (
+      'TensorFlow ops (auto: float32 networks)')
+  assert fused_attention.describe('fused', tf.float32) == (
+      'fused CPU kernel (fused)')
+  assert fused_attention.describe('tensorflow', tf.bfloat16) == (
+      'TensorFlow ops (requested)')
 
 
 def test_a_build_lands_in_the_cache_and_is_reused(fresh_build):

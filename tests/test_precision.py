@@ -199,6 +199,9 @@ def test_auto_is_the_default_and_resolves_to_what_this_machine_has(tmp_path):
   # The run stores (and its networks compute in) the resolved policy.
   assert trainer.model_config.precision == expected
   assert trainer.precision_message == f'Precision: {expected} ({reason}).'
+  assert trainer.attention_message == 'Attention: ' + (
+      'fused CPU kernel (auto).' if expected == 'mixed_bfloat16' else
+      'TensorFlow ops (auto: float32 networks).')
   assert precision.policy_of(trainer.model) == expected
 
 

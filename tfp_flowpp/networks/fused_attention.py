@@ -300,16 +300,23 @@ def uses_fused_kernel(kernel, dtype, head_dim=1, portable=False):
   return True
 
 
-def describe(kernel):
+def describe(kernel, dtype):
   """Which attention runs, and why: one line for a tool's startup output.
+
+  Args:
+    kernel: one of `KERNELS`.
+    dtype: what the networks compute in.
 
   Raises:
     KernelUnavailableError: ``kernel='fused'`` and it cannot be built.
   """
+  dtype = tf.as_dtype(dtype)
   if kernel == 'tensorflow':
     return 'TensorFlow ops (requested)'
   if _gpu_visible():
     return f'TensorFlow ops ({kernel}: the fused kernel is CPU-only)'
+  if kernel == 'auto' and dtype not in _AUTO_DTYPES:
+    return f'TensorFlow ops (auto: {dtype.name} networks)'
   try:
     load()
   except KernelUnavailableError as e:
@@ -322,4 +329,4 @@ def describe(kernel):
 if __name__ == '__main__':
   # python -m tfp_flowpp.networks.fused_attention: build the kernel now
   # (e.g. in a container image) and say where it is.
-  print(f'{describe("fused")}, built in {_cache_dir()}')
+  print(f'{describe("fused", tf.float32)}, built in {_cache_dir()}')

@@ -132,7 +132,8 @@ class Trainer:
     if 'attention' in (model_config.mixer, model_config.dequantizer_mixer,
                        model_config.context_mixer):
       self.attention_message = 'Attention: ' + fused_attention.describe(
-          model_config.attention_kernel) + '.'
+          model_config.attention_kernel,
+          precision.network_dtype(policy) or model_config.dtype) + '.'
     self.model_config = model_config.replace(
         image_shape=tuple(self.dataset.image_shape),
         num_levels=int(self.dataset.num_levels),
