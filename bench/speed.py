@@ -4,7 +4,7 @@ memory, coupling-network calls, the mixture-CDF inverse, achieved FLOP/s,
 mixed precision (float32 against mixed_bfloat16) and the fused attention
 kernel (against TensorFlow's attention ops).
 
-    python bench/speed.py            # full run (~19 min on 2 cores), rewrites
+    python bench/speed.py            # full run (~37 min on 2 cores), rewrites
                                      # the speed section of docs/benchmarks.md
     python bench/speed.py --quick    # smoke run (tiny model, < 1 min),
                                      # no doc unless --output_doc is given

@@ -41,11 +41,11 @@ tensorflow   TensorFlow's ops (`blocks.attention`)
 ```
 
 `auto` leaves float32 and float64 to TensorFlow because oneDNN's float32
-products are as fast as the kernel's for wide heads: on a 2-core Zen 5 the
-fused kernel trains the Fashion-MNIST and digits configs (head dimension
-12) 1.18-1.24× faster in float32 but CIFAR-10 (24) 0.84× as fast, while in
-bfloat16 it is faster for all three (1.09-1.42×) and in float16 2-5× faster
-than TensorFlow's float16 CPU ops (docs/benchmarks.md).
+products are about as fast as the kernel's: on a 2-core Zen 5 the fused
+kernel ran the float32 train steps of the CIFAR-10, Fashion-MNIST and
+digits configs at 0.84-1.24× TensorFlow's speed (two runs), against
+1.03-1.42× with bfloat16 networks; the attention core alone is 2.2-5× faster
+than TensorFlow's float16 CPU ops (docs/benchmarks.md, section speed).
 
 It applies on CPUs only (no GPU is visible) and outside XLA clusters and
 SavedModel exports (`blocks.portable_attention`), which keep
@@ -56,6 +56,7 @@ does. Both paths compute the same function; they differ by float rounding.
 import functools
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -106,7 +107,6 @@ def _cpu_identity():
           break
   except OSError:
     pass
-  import platform  # pylint: disable=g-import-not-at-top
   return f'{platform.machine()} {fields.get("model name", "")} ' + (
       fields.get('flags', ''))
 
@@ -169,10 +169,13 @@ def load():
           text=True,
           timeout=600)
       if result.returncode:
-        errors = [l for l in result.stderr.splitlines() if 'error' in l]
+        errors = [
+            line for line in result.stderr.splitlines() if 'error' in line
+        ]
         raise KernelUnavailableError(
             f'{compiler} failed to build the fused attention kernel: ' +
-            (errors[0] if errors else result.stderr.strip()[-300:]))
+            (errors[0].strip() if errors else
+             ' '.join(result.stderr.split())[-300:]))
       os.replace(partial, path)  # Atomic: never a half-written library.
     except (OSError, subprocess.SubprocessError) as e:
       raise KernelUnavailableError(

@@ -131,33 +131,48 @@ float ExpShifted<float>(float* row, int64_t n, float shift) {
 
 int64_t RoundUp(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// A kRows × kVecs tile of out (+)= a · b (see RowsTimesColumns).
-template <bool kAccumulate, typename A, int kRows, int kVecs>
-inline void Tile(const A* a, int64_t lda, const A* b, int64_t inner,
-                 int64_t np, A* o) {
-  using V = typename Simd<A>::V;
-  constexpr int64_t L = kLanes<A>;
-  V acc[kRows][kVecs];
+// The multiply-accumulate of the products below: float32 / float64 SIMD
+// vectors times a broadcast scalar. (`PairMadd` is the bfloat16 one.)
+template <typename A>
+struct Madd {
+  using In = A;   // Elements of the operands a and b.
+  using Out = A;  // Elements of out.
+  using Acc = typename Simd<A>::V;
+  using B = Acc;
+  static constexpr int64_t kLanes = kLanes<A>;  // Elements of b (and out)
+                                                // per vector.
+  static Acc Zero() { return Acc{}; }
+  static Acc Load(const Out* p) { return *reinterpret_cast<const Acc*>(p); }
+  static void Store(Out* p, Acc x) { *reinterpret_cast<Acc*>(p) = x; }
+  static B LoadB(const In* p) { return *reinterpret_cast<const B*>(p); }
+  static A Broadcast(const In* p) { return *p; }
+  static Acc Apply(Acc acc, A x, B b) { return acc + x * b; }
+};
+
+// A kRows × kVecs register tile of out (+)= a · b: out[i, v] (+)=
+// Σ_{c < inner} a[i, c] · b[c, v] (a: row stride lda; b, out: row strides
+// ldb, ldo; v counts vectors).
+template <bool kAccumulate, class Ops, int kRows, int kVecs>
+inline void Tile(const typename Ops::In* a, int64_t lda,
+                 const typename Ops::In* b, int64_t ldb, int64_t inner,
+                 typename Ops::Out* o, int64_t ldo) {
+  constexpr int64_t L = Ops::kLanes;
+  typename Ops::Acc acc[kRows][kVecs];
   for (int i = 0; i < kRows; ++i) {
     for (int v = 0; v < kVecs; ++v) {
-      acc[i][v] = kAccumulate ? *reinterpret_cast<const V*>(o + i * np + v * L)
-                              : V{};
+      acc[i][v] = kAccumulate ? Ops::Load(o + i * ldo + v * L) : Ops::Zero();
     }
   }
   for (int64_t c = 0; c < inner; ++c) {
-    V bv[kVecs];
-    for (int v = 0; v < kVecs; ++v) {
-      bv[v] = *reinterpret_cast<const V*>(b + c * np + v * L);
-    }
+    typename Ops::B bv[kVecs];
+    for (int v = 0; v < kVecs; ++v) bv[v] = Ops::LoadB(b + c * ldb + v * L);
     for (int i = 0; i < kRows; ++i) {
-      const A x = a[i * lda + c];
-      for (int v = 0; v < kVecs; ++v) acc[i][v] += x * bv[v];
+      const auto x = Ops::Broadcast(a + i * lda + c);
+      for (int v = 0; v < kVecs; ++v) acc[i][v] = Ops::Apply(acc[i][v], x, bv[v]);
     }
   }
   for (int i = 0; i < kRows; ++i) {
-    for (int v = 0; v < kVecs; ++v) {
-      *reinterpret_cast<V*>(o + i * np + v * L) = acc[i][v];
-    }
+    for (int v = 0; v < kVecs; ++v) Ops::Store(o + i * ldo + v * L, acc[i][v]);
   }
 }
 
@@ -165,80 +180,55 @@ inline void Tile(const A* a, int64_t lda, const A* b, int64_t inner,
 // row stride lda, b: [inner, np], out: [rows, np]; np a multiple of the
 // lanes). Scalar a times vector rows of b: full SIMD width whatever the
 // head dimension; 4 × 3 tiles keep 12 independent accumulators in flight.
-template <bool kAccumulate, typename A>
-void RowsTimesColumns(const A* a, int64_t lda, int64_t rows, const A* b,
-                      int64_t inner, int64_t np, A* out) {
-  constexpr int64_t L = kLanes<A>;
+template <bool kAccumulate, class Ops>
+void RowsTimesColumns(const typename Ops::In* a, int64_t lda, int64_t rows,
+                      const typename Ops::In* b, int64_t inner, int64_t np,
+                      typename Ops::Out* out) {
+  constexpr int64_t L = Ops::kLanes;
   // Column strips outside, rows inside: a strip of b ([inner, 3 vectors])
   // stays in L1 while every row of a passes over it.
+  auto strip = [&](auto vectors, int64_t j) {
+    constexpr int kVecs = decltype(vectors)::value;
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) {
+      Tile<kAccumulate, Ops, 4, kVecs>(a + r * lda, lda, b + j, np, inner,
+                                       out + r * np + j, np);
+    }
+    for (; r < rows; ++r) {
+      Tile<kAccumulate, Ops, 1, kVecs>(a + r * lda, lda, b + j, np, inner,
+                                       out + r * np + j, np);
+    }
+  };
   int64_t j = 0;
-  for (; j + 3 * L <= np; j += 3 * L) {
-    int64_t r = 0;
-    for (; r + 4 <= rows; r += 4) {
-      Tile<kAccumulate, A, 4, 3>(a + r * lda, lda, b + j, inner, np,
-                                 out + r * np + j);
-    }
-    for (; r < rows; ++r) {
-      Tile<kAccumulate, A, 1, 3>(a + r * lda, lda, b + j, inner, np,
-                                 out + r * np + j);
-    }
-  }
-  for (; j < np; j += L) {
-    int64_t r = 0;
-    for (; r + 4 <= rows; r += 4) {
-      Tile<kAccumulate, A, 4, 1>(a + r * lda, lda, b + j, inner, np,
-                                 out + r * np + j);
-    }
-    for (; r < rows; ++r) {
-      Tile<kAccumulate, A, 1, 1>(a + r * lda, lda, b + j, inner, np,
-                                 out + r * np + j);
-    }
-  }
+  for (; j + 3 * L <= np; j += 3 * L) strip(std::integral_constant<int, 3>(), j);
+  for (; j < np; j += L) strip(std::integral_constant<int, 1>(), j);
 }
 
-// Rows per register tile of the (pair) weights-times-rows products, by
-// vectors per row: 12-18 accumulators in flight (measured on Zen 5: 4 rows
-// of 2 vectors ran at 79 GFLOP/s a core, 8 rows at 200).
+// Rows per register tile of WeightsTimesRows, by vectors per row: 12-18
+// accumulators in flight (measured on Zen 5: 4 rows of 2 vectors ran at 79
+// GFLOP/s a core, 8 rows at 200).
 constexpr int kMixRows[] = {0, 8, 8, 6, 4};
 
-// out[r, :] = Σ_{j < n} w[r, j] · x[j, :]  for r < rows, kRows rows at a
-// time (w: [rows, ldw], x: [n, VECS·L], out: [rows, VECS·L]).
-template <typename A, int VECS, int kRows>
-int64_t WeightsTimesRowsBlocked(const A* w, int64_t ldw, int64_t r,
-                                int64_t rows, int64_t n, const A* x, A* out) {
-  using V = typename Simd<A>::V;
-  constexpr int64_t L = kLanes<A>;
-  constexpr int64_t dp = VECS * L;
-  for (; r + kRows <= rows; r += kRows) {
-    V acc[kRows][VECS] = {};
-    const A* w0 = w + r * ldw;
-    for (int64_t j = 0; j < n; ++j) {
-      V xv[VECS];
-      for (int v = 0; v < VECS; ++v) {
-        xv[v] = *reinterpret_cast<const V*>(x + j * dp + v * L);
-      }
-      for (int64_t i = 0; i < kRows; ++i) {
-        const A s = w0[i * ldw + j];
-        for (int v = 0; v < VECS; ++v) acc[i][v] += s * xv[v];
-      }
-    }
-    for (int64_t i = 0; i < kRows; ++i) {
-      for (int v = 0; v < VECS; ++v) {
-        *reinterpret_cast<V*>(out + (r + i) * dp + v * L) = acc[i][v];
-      }
-    }
-  }
-  return r;
-}
-
-template <typename A, int VECS>
-void WeightsTimesRows(const A* w, int64_t ldw, int64_t rows, int64_t n,
-                      const A* x, A* out) {
+// out[r, :] = Σ_{j < n} w[r, j] · x[j, :]  for r < rows (w: [rows, ldw],
+// x: [n, VECS vectors], out: [rows, VECS vectors]): the whole width of x in
+// registers, kMixRows[VECS] rows at a time.
+template <class Ops, int VECS>
+void WeightsTimesRows(const typename Ops::In* w, int64_t ldw, int64_t rows,
+                      int64_t n, const typename Ops::In* x,
+                      typename Ops::Out* out) {
   constexpr int kRows = kMixRows[VECS];
-  int64_t r = WeightsTimesRowsBlocked<A, VECS, kRows>(w, ldw, 0, rows, n, x,
-                                                       out);
-  r = WeightsTimesRowsBlocked<A, VECS, 2>(w, ldw, r, rows, n, x, out);
-  WeightsTimesRowsBlocked<A, VECS, 1>(w, ldw, r, rows, n, x, out);
+  constexpr int64_t dp = VECS * Ops::kLanes;
+  int64_t r = 0;
+  for (; r + kRows <= rows; r += kRows) {
+    Tile<false, Ops, kRows, VECS>(w + r * ldw, ldw, x, dp, n, out + r * dp,
+                                  dp);
+  }
+  for (; r + 2 <= rows; r += 2) {
+    Tile<false, Ops, 2, VECS>(w + r * ldw, ldw, x, dp, n, out + r * dp, dp);
+  }
+  for (; r < rows; ++r) {
+    Tile<false, Ops, 1, VECS>(w + r * ldw, ldw, x, dp, n, out + r * dp, dp);
+  }
 }
 
 struct Geometry {
@@ -253,7 +243,10 @@ struct Geometry {
   }
 };
 
-absl::Status MakeGeometry(const Tensor& qkv, int heads, Geometry* g) {
+// The geometry of qkv for `heads` heads; an error for a bad shape or a head
+// wider than the kernel's products take (max_dim).
+absl::Status MakeGeometry(const Tensor& qkv, int heads, int64_t max_dim,
+                          Geometry* g) {
   if (qkv.dims() != 3) {
     return errors::InvalidArgument(
         "qkv must be [batch, positions, 3 * heads * head_dim], got shape ",
@@ -270,6 +263,10 @@ absl::Status MakeGeometry(const Tensor& qkv, int heads, Geometry* g) {
   g->features = channels / 3;
   g->heads = heads;
   g->dim = g->features / heads;
+  if (g->dim > max_dim) {
+    return errors::InvalidArgument("head dimension ", g->dim,
+                                   " exceeds the fused kernel's ", max_dim);
+  }
   return absl::OkStatus();
 }
 
@@ -280,6 +277,7 @@ constexpr int64_t kBlockBytes = int64_t{128} << 10;
 // accumulation type, and the blocked products.
 template <typename A>
 struct Head {
+  using Ops = Madd<A>;
   using V = typename Simd<A>::V;
   static constexpr int64_t L = kLanes<A>;
   const Geometry& g;
@@ -343,10 +341,10 @@ struct Head {
   // w[r, :] · x for r < rows, x one of the [N, dp] matrices.
   void Mix(const A* w, int64_t rows, const A* x, A* out) const {
     switch (dp / L) {
-      case 1: return WeightsTimesRows<A, 1>(w, np, rows, g.steps, x, out);
-      case 2: return WeightsTimesRows<A, 2>(w, np, rows, g.steps, x, out);
-      case 3: return WeightsTimesRows<A, 3>(w, np, rows, g.steps, x, out);
-      default: return WeightsTimesRows<A, 4>(w, np, rows, g.steps, x, out);
+      case 1: return WeightsTimesRows<Ops, 1>(w, np, rows, g.steps, x, out);
+      case 2: return WeightsTimesRows<Ops, 2>(w, np, rows, g.steps, x, out);
+      case 3: return WeightsTimesRows<Ops, 3>(w, np, rows, g.steps, x, out);
+      default: return WeightsTimesRows<Ops, 4>(w, np, rows, g.steps, x, out);
     }
   }
 
@@ -372,11 +370,12 @@ struct Head {
     return out;
   }
 
+  // (q is scaled in Load.)
   template <typename T>
-  void Forward(int64_t b, int64_t h, T* out, A* lse) {
+  void Forward(int64_t b, int64_t h, A /*scale*/, T* out, A* lse) {
     for (int64_t i0 = 0; i0 < g.steps; i0 += block) {
       const int64_t rows = std::min(block, g.steps - i0);
-      RowsTimesColumns<false>(q.data() + i0 * dp, dp, rows, kt.data(), g.dim,
+      RowsTimesColumns<false, Ops>(q.data() + i0 * dp, dp, rows, kt.data(), g.dim,
                               np, s.data());
       // Unnormalised: o = (Σ_m exp(s - max) v) / Σ_m exp(s - max).
       for (int64_t r = 0; r < rows; ++r) {
@@ -410,9 +409,9 @@ struct Head {
     for (int64_t i0 = 0; i0 < g.steps; i0 += block) {
       const int64_t rows = std::min(block, g.steps - i0);
       // P (recomputed) and dP = dO vᵀ for the block.
-      RowsTimesColumns<false>(q.data() + i0 * dp, dp, rows, kt.data(), g.dim,
+      RowsTimesColumns<false, Ops>(q.data() + i0 * dp, dp, rows, kt.data(), g.dim,
                               np, s.data());
-      RowsTimesColumns<false>(dout.data() + i0 * dp, dp, rows, vt.data(),
+      RowsTimesColumns<false, Ops>(dout.data() + i0 * dp, dp, rows, vt.data(),
                               g.dim, np, dp_block.data());
       for (int64_t r = 0; r < rows; ++r) {
         A* p = s.data() + r * np;
@@ -430,9 +429,9 @@ struct Head {
           dot_block[c * rows + r] = dout[(i0 + r) * dp + c];
         }
       }
-      RowsTimesColumns<true>(qt_block.data(), rows, g.dim, dp_block.data(),
+      RowsTimesColumns<true, Ops>(qt_block.data(), rows, g.dim, dp_block.data(),
                              rows, np, dkt.data());
-      RowsTimesColumns<true>(dot_block.data(), rows, g.dim, s.data(), rows,
+      RowsTimesColumns<true, Ops>(dot_block.data(), rows, g.dim, s.data(), rows,
                              np, dvt.data());
       for (int64_t r = 0; r < rows; ++r) {
         T* dst = grad_qkv + g.Qkv(b, i0 + r, 0, h);
@@ -459,10 +458,10 @@ struct Head {
 // accumulate in float32; the softmax, its log-normaliser and dS are
 // float32 and rounded to bfloat16 only as operands of the next product,
 // as TensorFlow's bfloat16 path rounds them. The 1/√d scale is applied to
-// the float32 logits (not to q), so q·k is exact in float32.
+// the float32 logits, not to q, so q and k enter the products unrounded.
 typedef uint32_t Pair;  // Two bfloat16 values, the first in the low half.
 
-inline __m512bh Broadcast(const Pair* p) {
+inline __m512bh BroadcastPair(const Pair* p) {
   return (__m512bh)_mm512_set1_epi32(static_cast<int>(*p));
 }
 inline __m512bh LoadPairs(const Pair* p) {
@@ -473,101 +472,20 @@ inline __m256i Convert16(const float* x) {
   return (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x));
 }
 
-// A kRows × kVecs tile of out (+)= a · b (see PairRowsTimesColumns).
-template <bool kAccumulate, int kRows, int kVecs>
-inline void PairTile(const Pair* a, int64_t lda, const Pair* b, int64_t pairs,
-                     int64_t np, float* o) {
-  __m512 acc[kRows][kVecs];
-  for (int i = 0; i < kRows; ++i) {
-    for (int v = 0; v < kVecs; ++v) {
-      acc[i][v] = kAccumulate ? _mm512_loadu_ps(o + i * np + v * 16)
-                              : _mm512_setzero_ps();
-    }
-  }
-  for (int64_t p = 0; p < pairs; ++p) {
-    __m512bh bv[kVecs];
-    for (int v = 0; v < kVecs; ++v) bv[v] = LoadPairs(b + p * np + v * 16);
-    for (int i = 0; i < kRows; ++i) {
-      const __m512bh x = Broadcast(a + i * lda + p);
-      for (int v = 0; v < kVecs; ++v) {
-        acc[i][v] = _mm512_dpbf16_ps(acc[i][v], x, bv[v]);
-      }
-    }
-  }
-  for (int i = 0; i < kRows; ++i) {
-    for (int v = 0; v < kVecs; ++v) {
-      _mm512_storeu_ps(o + i * np + v * 16, acc[i][v]);
-    }
-  }
-}
-
-// out[r, :np] (+)= Σ_{p < pairs} dot(a[r, p], b[p, :np])  for r < rows:
-// a [rows, lda] and b [pairs, np] of pairs, out float32 [rows, np].
-template <bool kAccumulate>
-void PairRowsTimesColumns(const Pair* a, int64_t lda, int64_t rows,
-                          const Pair* b, int64_t pairs, int64_t np,
-                          float* out) {
-  int64_t r = 0;
-  for (; r + 4 <= rows; r += 4) {
-    int64_t j = 0;
-    for (; j + 48 <= np; j += 48) {
-      PairTile<kAccumulate, 4, 3>(a + r * lda, lda, b + j, pairs, np,
-                                  out + r * np + j);
-    }
-    for (; j < np; j += 16) {
-      PairTile<kAccumulate, 4, 1>(a + r * lda, lda, b + j, pairs, np,
-                                  out + r * np + j);
-    }
-  }
-  for (; r < rows; ++r) {
-    for (int64_t j = 0; j < np; j += 16) {
-      PairTile<kAccumulate, 1, 1>(a + r * lda, lda, b + j, pairs, np,
-                                  out + r * np + j);
-    }
-  }
-}
-
-// out[r, :] = Σ_{p < pairs} dot(w[r, p], x[p, :])  for r < rows (w: [rows,
-// ldw] pairs, x: [pairs, 16·VECS] pairs, out: float32 [rows, 16·VECS]).
-template <int VECS, int kRows>
-int64_t PairWeightsTimesRowsBlocked(const Pair* w, int64_t ldw, int64_t r,
-                                    int64_t rows, int64_t pairs,
-                                    const Pair* x, float* out) {
-  constexpr int64_t dp = 16 * VECS;
-  for (; r + kRows <= rows; r += kRows) {
-    __m512 acc[kRows][VECS];
-    for (int i = 0; i < kRows; ++i) {
-      for (int v = 0; v < VECS; ++v) acc[i][v] = _mm512_setzero_ps();
-    }
-    const Pair* w0 = w + r * ldw;
-    for (int64_t p = 0; p < pairs; ++p) {
-      __m512bh xv[VECS];
-      for (int v = 0; v < VECS; ++v) xv[v] = LoadPairs(x + p * dp + v * 16);
-      for (int i = 0; i < kRows; ++i) {
-        const __m512bh s = Broadcast(w0 + i * ldw + p);
-        for (int v = 0; v < VECS; ++v) {
-          acc[i][v] = _mm512_dpbf16_ps(acc[i][v], s, xv[v]);
-        }
-      }
-    }
-    for (int i = 0; i < kRows; ++i) {
-      for (int v = 0; v < VECS; ++v) {
-        _mm512_storeu_ps(out + (r + i) * dp + v * 16, acc[i][v]);
-      }
-    }
-  }
-  return r;
-}
-
-template <int VECS>
-void PairWeightsTimesRows(const Pair* w, int64_t ldw, int64_t rows,
-                          int64_t pairs, const Pair* x, float* out) {
-  constexpr int kRows = kMixRows[VECS];
-  int64_t r = PairWeightsTimesRowsBlocked<VECS, kRows>(w, ldw, 0, rows, pairs,
-                                                       x, out);
-  r = PairWeightsTimesRowsBlocked<VECS, 2>(w, ldw, r, rows, pairs, x, out);
-  PairWeightsTimesRowsBlocked<VECS, 1>(w, ldw, r, rows, pairs, x, out);
-}
+// bfloat16 pairs times a broadcast pair into float32 sums (vdpbf16ps).
+struct PairMadd {
+  using In = Pair;
+  using Out = float;
+  using Acc = __m512;
+  using B = __m512bh;
+  static constexpr int64_t kLanes = 16;
+  static Acc Zero() { return _mm512_setzero_ps(); }
+  static Acc Load(const Out* p) { return _mm512_loadu_ps(p); }
+  static void Store(Out* p, Acc x) { _mm512_storeu_ps(p, x); }
+  static B LoadB(const In* p) { return LoadPairs(p); }
+  static B Broadcast(const In* p) { return BroadcastPair(p); }
+  static Acc Apply(Acc acc, B x, B b) { return _mm512_dpbf16_ps(acc, x, b); }
+};
 
 // Rows r and r + 1 of a float32 [rows, np] block as pairs [np] (a missing
 // row r + 1 is 0).
@@ -635,7 +553,8 @@ struct HeadBf16 {
 
   static uint16_t Bits(const bfloat16& x) { return x.value; }
 
-  void Load(const bfloat16* qkv, int64_t b, int64_t h) {
+  // (The scale is applied to the logits.)
+  void Load(const bfloat16* qkv, int64_t b, int64_t h, float /*scale*/) {
     const bool gradient = !k_pos.empty();
     for (int64_t n = 0; n < g.steps; ++n) {
       const bfloat16* qr = qkv + g.Qkv(b, n, 0, h);
@@ -663,10 +582,14 @@ struct HeadBf16 {
 
   void Mix(const Pair* w, int64_t rows, const Pair* x, float* out) const {
     switch (dp / 16) {
-      case 1: return PairWeightsTimesRows<1>(w, np / 2, rows, np / 2, x, out);
-      case 2: return PairWeightsTimesRows<2>(w, np / 2, rows, np / 2, x, out);
-      case 3: return PairWeightsTimesRows<3>(w, np / 2, rows, np / 2, x, out);
-      default: return PairWeightsTimesRows<4>(w, np / 2, rows, np / 2, x, out);
+      case 1:
+        return WeightsTimesRows<PairMadd, 1>(w, np / 2, rows, np / 2, x, out);
+      case 2:
+        return WeightsTimesRows<PairMadd, 2>(w, np / 2, rows, np / 2, x, out);
+      case 3:
+        return WeightsTimesRows<PairMadd, 3>(w, np / 2, rows, np / 2, x, out);
+      default:
+        return WeightsTimesRows<PairMadd, 4>(w, np / 2, rows, np / 2, x, out);
     }
   }
 
@@ -681,7 +604,7 @@ struct HeadBf16 {
 
   // Logits of a block: scale · q kᵀ, padding -inf; returns nothing.
   void Logits(int64_t i0, int64_t rows, float scale) {
-    PairRowsTimesColumns<false>(q_rows.data() + i0 * dpairs, dpairs, rows,
+    RowsTimesColumns<false, PairMadd>(q_rows.data() + i0 * dpairs, dpairs, rows,
                                 k_cols.data(), dpairs, np, s.data());
     for (int64_t r = 0; r < rows; ++r) {
       float* row = s.data() + r * np;
@@ -748,7 +671,7 @@ struct HeadBf16 {
       const int64_t rows = std::min(block, g.steps - i0);
       const int64_t row_pairs = (rows + 1) / 2;
       Logits(i0, rows, scale);
-      PairRowsTimesColumns<false>(dout_rows.data() + i0 * dpairs, dpairs,
+      RowsTimesColumns<false, PairMadd>(dout_rows.data() + i0 * dpairs, dpairs,
                                   rows, v_cols.data(), dpairs, np,
                                   dp_block.data());
       for (int64_t r = 0; r < rows; ++r) {
@@ -781,9 +704,9 @@ struct HeadBf16 {
       }
       // dq = scale · dS k; dkᵀ += scale · qᵀ dS; dvᵀ += dOᵀ P.
       Mix(ds_rows.data(), rows, k_pos.data(), dq.data());
-      PairRowsTimesColumns<true>(qt_rows.data(), row_pairs, 2 * dpairs,
+      RowsTimesColumns<true, PairMadd>(qt_rows.data(), row_pairs, 2 * dpairs,
                                  ds_pos.data(), row_pairs, np, dkt.data());
-      PairRowsTimesColumns<true>(dot_rows.data(), row_pairs, 2 * dpairs,
+      RowsTimesColumns<true, PairMadd>(dot_rows.data(), row_pairs, 2 * dpairs,
                                  p_pos.data(), row_pairs, np, dvt.data());
       for (int64_t r = 0; r < rows; ++r) {
         bfloat16* dst = grad_qkv + g.Qkv(b, i0 + r, 0, h);
@@ -808,6 +731,35 @@ struct HeadBf16 {
 template <typename A>
 constexpr int64_t kMaxDim = 4 * kLanes<A>;
 
+// Runs fn(head, b, h, task) for every (image b, head h) = task, sharded
+// over TensorFlow's CPU threads, each shard with one workspace: HeadBf16
+// for bfloat16 on CPUs with AVX512-BF16, else Head<A>. Each task is
+// computed by one thread in a fixed order, so the result does not depend
+// on the thread count or the sharding.
+template <typename T, typename A, typename Fn>
+void ForEachHead(OpKernelContext* context, const Geometry& g, bool gradient,
+                 int64_t cost_per_task, Fn fn) {
+  auto work = [&](int64_t begin, int64_t end) {
+    auto run = [&](auto& head) {
+      for (int64_t task = begin; task < end; ++task) {
+        fn(head, task / g.heads, task % g.heads, task);
+      }
+    };
+#ifdef __AVX512BF16__
+    if constexpr (std::is_same<T, bfloat16>::value) {
+      HeadBf16 head(g, gradient);
+      run(head);
+      return;
+    }
+#endif
+    Head<A> head(g, gradient);
+    run(head);
+  };
+  const auto& threads = *context->device()->tensorflow_cpu_worker_threads();
+  Shard(threads.num_threads, threads.workers, g.batch * g.heads,
+        cost_per_task, work);
+}
+
 template <typename T, typename A>
 class SelfAttentionOp : public OpKernel {
  public:
@@ -818,11 +770,7 @@ class SelfAttentionOp : public OpKernel {
   void Compute(OpKernelContext* context) override {
     const Tensor& qkv = context->input(0);
     Geometry g;
-    OP_REQUIRES_OK(context, MakeGeometry(qkv, heads_, &g));
-    OP_REQUIRES(context, g.dim <= kMaxDim<A>,
-                errors::InvalidArgument("head dimension ", g.dim,
-                                        " exceeds the fused kernel's ",
-                                        kMaxDim<A>));
+    OP_REQUIRES_OK(context, MakeGeometry(qkv, heads_, kMaxDim<A>, &g));
     Tensor* output = nullptr;
     Tensor* log_normalizer = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(
@@ -836,28 +784,12 @@ class SelfAttentionOp : public OpKernel {
     T* out = output->flat<T>().data();
     A* lse = log_normalizer->flat<A>().data();
     const A scale = A(1) / std::sqrt(static_cast<A>(g.dim));
-    auto work = [&](int64_t begin, int64_t end) {
-#ifdef __AVX512BF16__
-      if constexpr (std::is_same<T, bfloat16>::value) {
-        HeadBf16 head(g, /*gradient=*/false);
-        for (int64_t task = begin; task < end; ++task) {
-          const int64_t b = task / g.heads, h = task % g.heads;
-          head.Load(in, b, h);
-          head.Forward(b, h, scale, out, lse + task * g.steps);
-        }
-        return;
-      }
-#endif
-      Head<A> head(g, /*gradient=*/false);
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / g.heads, h = task % g.heads;
-        head.Load(in, b, h, scale);
-        head.Forward(b, h, out, lse + task * g.steps);
-      }
-    };
-    const auto& threads = *context->device()->tensorflow_cpu_worker_threads();
-    Shard(threads.num_threads, threads.workers, g.batch * g.heads,
-          4 * g.steps * g.steps * g.dim, work);
+    ForEachHead<T, A>(context, g, /*gradient=*/false,
+                      4 * g.steps * g.steps * g.dim,
+                      [&](auto& head, int64_t b, int64_t h, int64_t task) {
+                        head.Load(in, b, h, scale);
+                        head.Forward(b, h, scale, out, lse + task * g.steps);
+                      });
   }
 
  private:
@@ -877,11 +809,7 @@ class SelfAttentionGradOp : public OpKernel {
     const Tensor& log_normalizer = context->input(1);
     const Tensor& grad_output = context->input(2);
     Geometry g;
-    OP_REQUIRES_OK(context, MakeGeometry(qkv, heads_, &g));
-    OP_REQUIRES(context, g.dim <= kMaxDim<A>,
-                errors::InvalidArgument("head dimension ", g.dim,
-                                        " exceeds the fused kernel's ",
-                                        kMaxDim<A>));
+    OP_REQUIRES_OK(context, MakeGeometry(qkv, heads_, kMaxDim<A>, &g));
     OP_REQUIRES(context,
                 log_normalizer.shape() ==
                     TensorShape({g.batch, g.heads, g.steps}),
@@ -901,28 +829,13 @@ class SelfAttentionGradOp : public OpKernel {
     const T* dout = grad_output.flat<T>().data();
     T* dqkv = grad_qkv->flat<T>().data();
     const A scale = A(1) / std::sqrt(static_cast<A>(g.dim));
-    auto work = [&](int64_t begin, int64_t end) {
-#ifdef __AVX512BF16__
-      if constexpr (std::is_same<T, bfloat16>::value) {
-        HeadBf16 head(g, /*gradient=*/true);
-        for (int64_t task = begin; task < end; ++task) {
-          const int64_t b = task / g.heads, h = task % g.heads;
-          head.Load(in, b, h);
-          head.Backward(dout, lse + task * g.steps, b, h, scale, dqkv);
-        }
-        return;
-      }
-#endif
-      Head<A> head(g, /*gradient=*/true);
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / g.heads, h = task % g.heads;
-        head.Load(in, b, h, scale);
-        head.Backward(dout, lse + task * g.steps, b, h, scale, dqkv);
-      }
-    };
-    const auto& threads = *context->device()->tensorflow_cpu_worker_threads();
-    Shard(threads.num_threads, threads.workers, g.batch * g.heads,
-          12 * g.steps * g.steps * g.dim, work);
+    ForEachHead<T, A>(context, g, /*gradient=*/true,
+                      12 * g.steps * g.steps * g.dim,
+                      [&](auto& head, int64_t b, int64_t h, int64_t task) {
+                        head.Load(in, b, h, scale);
+                        head.Backward(dout, lse + task * g.steps, b, h, scale,
+                                      dqkv);
+                      });
   }
 
  private:
