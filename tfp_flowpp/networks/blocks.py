@@ -558,7 +558,6 @@ class PointwiseMaxoutBlock(tf.Module):
         filters,
         dropout=config.dropout,
         weight_norm=config.weight_norm,
-        kernel=config.attention_kernel,
         dtype=dtype,
         rng=rng,
         name=name)
