@@ -88,8 +88,9 @@ def _modules_with_examples():
 def _public_classes():
   """{'module.Class': class} over the documented packages' ``__all__``s.
 
-  Named tuples are result records (their docstring is generated), not
-  bijectors, distributions or networks, so they are left out.
+  Named tuples are result records (their docstring is generated) and
+  exceptions are errors, not bijectors, distributions or networks, so both
+  are left out.
   """
   classes = {}
   for name in _module_names():
@@ -98,7 +99,8 @@ def _public_classes():
     module = importlib.import_module(name)
     for attribute in getattr(module, '__all__', ()):
       value = getattr(module, attribute)
-      if inspect.isclass(value) and not issubclass(value, tuple):
+      if inspect.isclass(value) and not issubclass(value,
+                                                     (tuple, Exception)):
         classes[f'{value.__module__}.{value.__qualname__}'] = value
   return classes
 

@@ -71,7 +71,8 @@ def test_choices_are_the_registries():
     assert config_lib.CHOICES[field] is registry, field
   assert set(
       config_lib.CHOICES) == set(REGISTRIES) | {'norm', 'conv1x1', 'dtype',
-                                                'conditioning', 'precision'}
+                                                'conditioning', 'precision',
+                                                'attention_kernel'}
   # Defaults are registered, and the registries keep the v0.1 option order.
   defaults = config_lib.ModelConfig()
   for field, choices in config_lib.CHOICES.items():

@@ -247,12 +247,14 @@ class Codec:
   def _image_coder(self, grid_bits, noise_bits):
     key = (grid_bits, noise_bits)
     if key not in self._coders:
-      if self._model64 is None:
-        self._model64 = float64_lib.float64_model(self.model,
-                                                  self.model_config)
       self._coders[key] = bits_back.ImageCoder(
-          self._model64, grid_lib.CodingGrid(grid_bits, noise_bits))
+          self._float64_model(), grid_lib.CodingGrid(grid_bits, noise_bits))
     return self._coders[key]
+
+  def _float64_model(self):
+    if self._model64 is None:
+      self._model64 = float64_lib.float64_model(self.model, self.model_config)
+    return self._model64
 
   # Compression ------------------------------------------------------------------
 
@@ -277,9 +279,13 @@ class Codec:
     return images.astype(np.uint8)
 
   def _bits_per_dim_estimate(self, images):
-    """The model's single-sample bound on (up to 128 of) the images."""
+    """The model's single-sample bound on (up to 128 of) the images.
+
+    From the float64 twin: the batch schedule it sets is part of the file, so
+    it must not depend on the precision the model was restored in.
+    """
     sample = images[:128].astype(np.int32)
-    bpd = self.model.bits_per_dim(sample, seed=[0, 0]).numpy()
+    bpd = self._float64_model().bits_per_dim(sample, seed=[0, 0]).numpy()
     return float(np.mean(bpd))
 
   def _bootstrap(self, images, bpd):
