@@ -53,8 +53,8 @@ def _inputs(batch, steps, features, dtype, seed=0):
 
 
 # (batch, positions, features, heads): one block of query rows, several
-# blocks with a ragged last one (the kernel's blocks hold 64 KiB of logits:
-# 54 rows at N = 300), one head, N = 1.
+# blocks with a ragged last one (the kernel's blocks hold 128 KiB of logits:
+# 48 float64 rows at N = 300, 24 in the gradient), one head, N = 1.
 SHAPES = [(2, 7, 8, 2), (3, 300, 12, 3), (1, 50, 6, 1), (2, 1, 4, 2)]
 
 
