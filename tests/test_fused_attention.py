@@ -254,6 +254,22 @@ def test_a_build_lands_in_the_cache_and_is_reused(fresh_build):
   assert os.path.getmtime(fresh_build / 'cache' / built[0]) == mtime
 
 
+def test_a_second_cache_directory_does_not_register_the_op_twice(
+    fresh_build, monkeypatch):
+  qkv = tf.random.stateless_normal([2, 5, 3 * 4], seed=[0, 1])
+  graph = tf.function(lambda x: fused_attention.self_attention(x, 2))
+  want = graph(qkv)  # The kernel of whichever file the process loaded.
+  for name in ('first', 'second'):
+    monkeypatch.setenv('TFP_FLOWPP_KERNEL_CACHE', str(fresh_build / name))
+    fused_attention.load.cache_clear()
+    fused_attention.load()
+    assert len(os.listdir(fresh_build / name)) == 1  # Built there ...
+  # ... but not loaded: two files' kernels would be duplicate registrations,
+  # which TensorFlow refuses to run in a graph.
+  got = tf.function(lambda x: fused_attention.self_attention(x, 2))(qkv)
+  np.testing.assert_array_equal(got, want)
+
+
 def test_compression_codes_with_tensorflow_attention():
   # The fused kernel depends on the compiler and CPU at hand, which a
   # compressed file's environment fingerprint does not record.

@@ -123,7 +123,10 @@ def load():
 
   Returns:
     The module `tf.load_op_library` returns, with ``flowpp_self_attention``
-    and ``flowpp_self_attention_grad``; the gradient is registered.
+    and ``flowpp_self_attention_grad``; the gradient is registered. A
+    process loads one file: after the first, a call (say with another
+    cache directory) still builds the file if it is missing but returns
+    the module already loaded.
 
   Raises:
     KernelUnavailableError: no compiler, a failed compilation or load (the
@@ -183,6 +186,10 @@ def load():
     finally:
       if os.path.exists(partial):
         os.remove(partial)
+  if _LIBRARY[0] is not None:
+    # One file per process: TensorFlow would hold a second file's kernels as
+    # duplicate registrations of the same op and refuse to run it in graphs.
+    return _LIBRARY[0]
   try:
     library = tf.load_op_library(path)
   except (tf.errors.NotFoundError, OSError) as e:
@@ -190,14 +197,12 @@ def load():
         f'cannot load the fused attention kernel {path}: '
         f'{str(e).splitlines()[0]}') from e
   _LIBRARY[0] = library
-  if not _LIBRARY[1]:  # Once per process, whichever file provides the op.
-    tf.RegisterGradient('FlowppSelfAttention')(_gradient)
-    _LIBRARY[1] = True
+  tf.RegisterGradient('FlowppSelfAttention')(_gradient)
   return library
 
 
-# [the library the gradient calls, whether the gradient is registered]
-_LIBRARY = [None, False]
+# [the library loaded in this process (the gradient calls it)]
+_LIBRARY = [None]
 
 
 def _gradient(op, grad_output, unused_grad_log_normalizer):
