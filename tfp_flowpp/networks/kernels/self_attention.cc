@@ -168,7 +168,9 @@ inline void Tile(const typename Ops::In* a, int64_t lda,
     for (int v = 0; v < kVecs; ++v) bv[v] = Ops::LoadB(b + c * ldb + v * L);
     for (int i = 0; i < kRows; ++i) {
       const auto x = Ops::Broadcast(a + i * lda + c);
-      for (int v = 0; v < kVecs; ++v) acc[i][v] = Ops::Apply(acc[i][v], x, bv[v]);
+      for (int v = 0; v < kVecs; ++v) {
+        acc[i][v] = Ops::Apply(acc[i][v], x, bv[v]);
+      }
     }
   }
   for (int i = 0; i < kRows; ++i) {
@@ -200,7 +202,9 @@ void RowsTimesColumns(const typename Ops::In* a, int64_t lda, int64_t rows,
     }
   };
   int64_t j = 0;
-  for (; j + 3 * L <= np; j += 3 * L) strip(std::integral_constant<int, 3>(), j);
+  for (; j + 3 * L <= np; j += 3 * L) {
+    strip(std::integral_constant<int, 3>(), j);
+  }
   for (; j < np; j += L) strip(std::integral_constant<int, 1>(), j);
 }
 
@@ -375,8 +379,8 @@ struct Head {
   void Forward(int64_t b, int64_t h, A /*scale*/, T* out, A* lse) {
     for (int64_t i0 = 0; i0 < g.steps; i0 += block) {
       const int64_t rows = std::min(block, g.steps - i0);
-      RowsTimesColumns<false, Ops>(q.data() + i0 * dp, dp, rows, kt.data(), g.dim,
-                              np, s.data());
+      RowsTimesColumns<false, Ops>(q.data() + i0 * dp, dp, rows, kt.data(),
+                                   g.dim, np, s.data());
       // Unnormalised: o = (Σ_m exp(s - max) v) / Σ_m exp(s - max).
       for (int64_t r = 0; r < rows; ++r) {
         A* row = s.data() + r * np;
@@ -409,10 +413,10 @@ struct Head {
     for (int64_t i0 = 0; i0 < g.steps; i0 += block) {
       const int64_t rows = std::min(block, g.steps - i0);
       // P (recomputed) and dP = dO vᵀ for the block.
-      RowsTimesColumns<false, Ops>(q.data() + i0 * dp, dp, rows, kt.data(), g.dim,
-                              np, s.data());
+      RowsTimesColumns<false, Ops>(q.data() + i0 * dp, dp, rows, kt.data(),
+                                   g.dim, np, s.data());
       RowsTimesColumns<false, Ops>(dout.data() + i0 * dp, dp, rows, vt.data(),
-                              g.dim, np, dp_block.data());
+                                   g.dim, np, dp_block.data());
       for (int64_t r = 0; r < rows; ++r) {
         A* p = s.data() + r * np;
         A* dpr = dp_block.data() + r * np;
@@ -429,10 +433,10 @@ struct Head {
           dot_block[c * rows + r] = dout[(i0 + r) * dp + c];
         }
       }
-      RowsTimesColumns<true, Ops>(qt_block.data(), rows, g.dim, dp_block.data(),
-                             rows, np, dkt.data());
-      RowsTimesColumns<true, Ops>(dot_block.data(), rows, g.dim, s.data(), rows,
-                             np, dvt.data());
+      RowsTimesColumns<true, Ops>(qt_block.data(), rows, g.dim,
+                                  dp_block.data(), rows, np, dkt.data());
+      RowsTimesColumns<true, Ops>(dot_block.data(), rows, g.dim, s.data(),
+                                  rows, np, dvt.data());
       for (int64_t r = 0; r < rows; ++r) {
         T* dst = grad_qkv + g.Qkv(b, i0 + r, 0, h);
         for (int64_t c = 0; c < g.dim; ++c) {
@@ -604,8 +608,9 @@ struct HeadBf16 {
 
   // Logits of a block: scale · q kᵀ, padding -inf; returns nothing.
   void Logits(int64_t i0, int64_t rows, float scale) {
-    RowsTimesColumns<false, PairMadd>(q_rows.data() + i0 * dpairs, dpairs, rows,
-                                k_cols.data(), dpairs, np, s.data());
+    RowsTimesColumns<false, PairMadd>(q_rows.data() + i0 * dpairs, dpairs,
+                                      rows, k_cols.data(), dpairs, np,
+                                      s.data());
     for (int64_t r = 0; r < rows; ++r) {
       float* row = s.data() + r * np;
       for (int64_t j = 0; j < np; j += 16) {
@@ -671,9 +676,9 @@ struct HeadBf16 {
       const int64_t rows = std::min(block, g.steps - i0);
       const int64_t row_pairs = (rows + 1) / 2;
       Logits(i0, rows, scale);
-      RowsTimesColumns<false, PairMadd>(dout_rows.data() + i0 * dpairs, dpairs,
-                                  rows, v_cols.data(), dpairs, np,
-                                  dp_block.data());
+      RowsTimesColumns<false, PairMadd>(dout_rows.data() + i0 * dpairs,
+                                        dpairs, rows, v_cols.data(), dpairs,
+                                        np, dp_block.data());
       for (int64_t r = 0; r < rows; ++r) {
         float* p = s.data() + r * np;
         float* dpr = dp_block.data() + r * np;
@@ -705,9 +710,11 @@ struct HeadBf16 {
       // dq = scale · dS k; dkᵀ += scale · qᵀ dS; dvᵀ += dOᵀ P.
       Mix(ds_rows.data(), rows, k_pos.data(), dq.data());
       RowsTimesColumns<true, PairMadd>(qt_rows.data(), row_pairs, 2 * dpairs,
-                                 ds_pos.data(), row_pairs, np, dkt.data());
+                                       ds_pos.data(), row_pairs, np,
+                                       dkt.data());
       RowsTimesColumns<true, PairMadd>(dot_rows.data(), row_pairs, 2 * dpairs,
-                                 p_pos.data(), row_pairs, np, dvt.data());
+                                       p_pos.data(), row_pairs, np,
+                                       dvt.data());
       for (int64_t r = 0; r < rows; ++r) {
         bfloat16* dst = grad_qkv + g.Qkv(b, i0 + r, 0, h);
         for (int64_t c = 0; c < g.dim; ++c) {
