@@ -187,6 +187,17 @@ def test_ood_models_plans_every_model_bench_ood_scores(tmp_path):
   assert lines[3] == '[4/9] write patches: done (kept)'
   assert ' --digits_heldout_background_workdir=' in lines[-1]
 
+  # --skip_generic: no patches, no generic model, no S (flowpp) flags.
+  result = _ood_models('--dataset=fashion_mnist', f'--root={tmp_path}',
+                       f'--model_workdir={golden}', '--skip_generic')
+  assert result.returncode == 0, result.stderr[-2000:]
+  steps = [l.split(':')[0].split('] ')[1] for l in result.stdout.splitlines()]
+  assert steps == ['train background', 'train heldout',
+                   'train heldout_background', 'score with bench/ood.py']
+  score = result.stdout.splitlines()[-1]
+  assert 'complexity_workdir' not in score and (
+      f' --heldout_background_workdir={tmp_path}/heldout_background' in score)
+
 
 def test_ood_models_rejects_a_missing_model_workdir(tmp_path):
   result = _ood_models('--dataset=fashion_mnist', f'--root={tmp_path}',
