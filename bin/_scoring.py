@@ -324,7 +324,7 @@ def with_progress(fn, total, every=10., initial=0):
   the bar but not towards the rate.
   """
   from tfp_flowpp.training import progress  # pylint: disable=g-import-not-at-top
-  bar = progress.ProgressBar(total, unit='images')
+  bar = progress.ProgressBar(total, start=initial, unit='images')
   start = time.time()
   last = [0.]
 
