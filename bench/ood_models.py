@@ -117,7 +117,6 @@ def plan(args):
     write('patches', patches, '--write_patches',
           f'--image_size={spec["image_size"]}',
           f'--num_levels={spec["num_levels"]}')
-  if not args.skip_generic:
     train('generic', aux_steps, f'--dataset=npz:{patches}')
   train('heldout', aux_steps, f'--classes={HELDOUT_CLASSES}')
   background('heldout_background', 'heldout', f'--classes={HELDOUT_CLASSES}')
