@@ -48,13 +48,19 @@ SCRIPT = os.path.abspath(__file__)
 # networks and TensorFlow's ops for float32 ones; the other two kinds swap
 # that).
 KINDS = ('ours', 'tfb_glow', 'ours_bf16', 'ours_fused',
-         'ours_bf16_tf_attention')
+         'ours_bf16_tf_attention', 'ours_bf16_tf_elementwise')
 KIND_OVERRIDES = {
     'ours': ('--precision=float32',),
     'ours_bf16': ('--precision=mixed_bfloat16',),
     'ours_fused': ('--precision=float32', '--attention_kernel=fused'),
     'ours_bf16_tf_attention': ('--precision=mixed_bfloat16',
                                '--attention_kernel=tensorflow'),
+    'ours_bf16_tf_elementwise': ('--precision=mixed_bfloat16',),
+}
+# ... and environment variables: the fused elementwise kernels of the gated
+# blocks (`fused_elementwise`, on for bfloat16 networks) switched off.
+KIND_ENVIRONMENT = {
+    'ours_bf16_tf_elementwise': {'TFP_FLOWPP_FUSED_ELEMENTWISE': '0'},
 }
 # The attention core alone (`fused_attention.self_attention` against
 # `blocks.attention`): (label, batch, heads, positions, head dimension) of
@@ -493,7 +499,8 @@ def run(args):
     print(f'[{time.time() - started:6.0f}s] {text}', flush=True)
 
   def worker(spec, timeout=7200):
-    return _common.run_worker(SCRIPT, spec, timeout=timeout)
+    return _common.run_worker(SCRIPT, spec, timeout=timeout,
+                              env=KIND_ENVIRONMENT.get(spec.get('kind')))
 
   matmul_n = 512 if quick else 4096
   results['matmul'].append(worker({'phases': ['matmul'], 'n': matmul_n,
@@ -707,10 +714,11 @@ def report(results, command):
                     'log_prob img/s TF ops', 'log_prob img/s fused',
                     'log_prob fused ÷ TF ops']
   kernel_rows = []
+  elementwise_rows = []
   for entry in models:
     rate = {(k, p): entry['batch'] / entry[k][p]['timing']['median']
             for k in ('ours', 'ours_bf16', 'ours_fused',
-                      'ours_bf16_tf_attention')
+                      'ours_bf16_tf_attention', 'ours_bf16_tf_elementwise')
             for p in MIXED_PRECISION_PHASES}
     for precision, fused, plain in (
         ('float32', 'ours_fused', 'ours'),
@@ -721,6 +729,12 @@ def report(results, command):
                 _common.fmt(rate[fused, phase]),
                 f'{rate[fused, phase] / rate[plain, phase]:.2f}×']
       kernel_rows.append(row)
+    row = [entry['label']]
+    for phase in ('train', 'log_prob'):
+      plain, fused = ('ours_bf16_tf_elementwise', phase), ('ours_bf16', phase)
+      row += [_common.fmt(rate[plain]), _common.fmt(rate[fused]),
+              f'{rate[fused] / rate[plain]:.2f}×']
+    elementwise_rows.append(row)
   core_headers = ['attention layer', 'B × heads', 'N', 'd', 'dtype',
                   'forward ms TF ops', 'forward ms fused', 'forward speed-up',
                   'fwd + bwd ms TF ops', 'fwd + bwd ms fused',
@@ -756,6 +770,26 @@ def report(results, command):
       'the gradient of a sum of squares of the output, forward included), '
       'at the shapes of the configs\' attention layers; median of repeated '
       '`tf.function` calls.')
+  md.append('')
+  elementwise_headers = ['model (mixed_bfloat16)', 'train img/s TF ops',
+                         'train img/s fused', 'train fused ÷ TF ops',
+                         'log_prob img/s TF ops', 'log_prob img/s fused',
+                         'log_prob fused ÷ TF ops']
+  md.append('### Fused elementwise kernels of the gated blocks (bfloat16 '
+            'networks) against TensorFlow ops')
+  md.append('')
+  md.append(_common.markdown_table(elementwise_headers, elementwise_rows))
+  md.append('')
+  md.append(
+      'The same bfloat16 model (defaults otherwise: fused attention), '
+      'measured the same way in the same run, with the concatenated ELU and '
+      'the gated residual output `x + a·σ(b)` of every gated block as '
+      'TensorFlow ops (casts to float32 and back around ELU and sigmoid, '
+      'negation, concatenation, split, product, residual add; '
+      '`TFP_FLOWPP_FUSED_ELEMENTWISE=0`) and as the fused kernels '
+      '(`tfp_flowpp/networks/kernels/gated_elementwise.cc`: one pass over '
+      'memory each, forward and gradient; the default for bfloat16 '
+      'networks).')
   md.append('')
 
   # Network calls.
@@ -944,6 +978,7 @@ def report(results, command):
   for headers_, rows_ in ((headers, rows), (ratio_headers, ratio_rows),
                           (mixed_headers, mixed_rows),
                           (kernel_headers, kernel_rows),
+                          (elementwise_headers, elementwise_rows),
                           (core_headers, core_rows),
                           (call_headers, call_rows),
                           (flop_headers, flop_rows), (mix_headers, mix_rows),

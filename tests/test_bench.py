@@ -62,6 +62,11 @@ def test_speed_quick(tmp_path):
   for dtype in ('float32', 'bfloat16', 'float16'):
     assert re.search(r'\| tiny \| 4 × 2 \| 40 \| 12 \| ' + dtype +
                      r' \| [\d.]+ \| [\d.]+ \| [\d.]+× \|', doc), dtype
+  # The elementwise kernels: bfloat16 model with TF ops against fused.
+  assert '### Fused elementwise kernels of the gated blocks' in doc
+  assert re.search(r'\| tiny \(4×4 digits\) \| [\d,.]+ \| [\d,.]+ \| '
+                   r'[\d.]+× \| [\d,.]+ \| [\d,.]+ \| [\d.]+× \|\n\nThe same '
+                   r'bfloat16 model', doc), doc
 
 
 needs_fashion_mnist = pytest.mark.skipif(

@@ -20,6 +20,7 @@ from tfp_flowpp import model_builder
 from tfp_flowpp.compression.float64_model import float64_model
 from tfp_flowpp.networks import blocks
 from tfp_flowpp.networks import fused_attention
+from tfp_flowpp.networks import kernel_library
 
 import configs_util
 import flow_test_util
@@ -196,9 +197,9 @@ def test_model_bound_and_gradients_agree_across_kernels():
 def fresh_build(monkeypatch, tmp_path):
   """An empty kernel cache and a forgotten library (restored afterwards)."""
   monkeypatch.setenv('TFP_FLOWPP_KERNEL_CACHE', str(tmp_path / 'cache'))
-  fused_attention.load.cache_clear()
+  kernel_library.load.cache_clear()
   yield tmp_path
-  fused_attention.load.cache_clear()
+  kernel_library.load.cache_clear()
 
 
 def test_without_a_compiler_auto_falls_back_and_fused_says_why(
@@ -207,7 +208,7 @@ def test_without_a_compiler_auto_falls_back_and_fused_says_why(
   assert not fused_attention.uses_fused_kernel('auto', tf.bfloat16)
   assert fused_attention.describe('auto', tf.bfloat16) == (
       "TensorFlow ops (auto: no C++ compiler 'no-such-compiler' on PATH to "
-      'build the fused attention kernel (install g++ or set CXX))')
+      'build the fused CPU kernels (install g++ or set CXX))')
   with pytest.raises(fused_attention.KernelUnavailableError,
                      match="no C\\+\\+ compiler 'no-such-compiler'"):
     fused_attention.uses_fused_kernel('fused', tf.float32)
@@ -217,19 +218,30 @@ def test_without_a_compiler_auto_falls_back_and_fused_says_why(
   assert not (fresh_build / 'cache').exists()
 
 
-def test_failed_compilation_is_one_line_and_leaves_no_file(
+def test_failed_compilation_is_one_line_leaves_no_library_and_is_not_repeated(
     fresh_build, monkeypatch):
   compiler = fresh_build / 'broken-g++'
+  calls = fresh_build / 'calls'
   compiler.write_text('#!/bin/sh\n[ "$1" = --version ] && exit 0\n'
+                      '[ "$1" = -mno-avx512fp16 ] && exit 0\n'
+                      f'echo build >> {calls}\n'
                       'echo "self_attention.cc:1: error: broken" >&2\n'
                       'exit 1\n')
   compiler.chmod(compiler.stat().st_mode | stat.S_IEXEC)
   monkeypatch.setenv('CXX', str(compiler))
-  with pytest.raises(fused_attention.KernelUnavailableError) as error:
-    fused_attention.load()
+  with pytest.raises(kernel_library.KernelUnavailableError) as error:
+    kernel_library.load()
   assert '\n' not in str(error.value)
   assert 'error: broken' in str(error.value)
-  assert not os.listdir(fresh_build / 'cache')
+  # No library and no partial file; one note of the failure ...
+  left = os.listdir(fresh_build / 'cache')
+  assert len(left) == 1 and left[0].endswith('.failed'), left
+  # ... which the next process reports without compiling again.
+  kernel_library.load.cache_clear()
+  with pytest.raises(kernel_library.KernelUnavailableError,
+                     match='error: broken.*delete it to retry'):
+    kernel_library.load()
+  assert calls.read_text() == 'build\n'
 
 
 def test_startup_line_says_which_attention_runs():
@@ -244,12 +256,12 @@ def test_startup_line_says_which_attention_runs():
 
 
 def test_a_build_lands_in_the_cache_and_is_reused(fresh_build):
-  fused_attention.load()
+  kernel_library.load()
   built = os.listdir(fresh_build / 'cache')
   assert len(built) == 1 and built[0].endswith('.so'), built
-  fused_attention.load.cache_clear()
+  kernel_library.load.cache_clear()
   mtime = os.path.getmtime(fresh_build / 'cache' / built[0])
-  fused_attention.load()  # Loads the cached file, no second build.
+  kernel_library.load()  # Loads the cached file, no second build.
   assert os.listdir(fresh_build / 'cache') == built
   assert os.path.getmtime(fresh_build / 'cache' / built[0]) == mtime
 
@@ -261,8 +273,8 @@ def test_a_second_cache_directory_does_not_register_the_op_twice(
   want = graph(qkv)  # The kernel of whichever file the process loaded.
   for name in ('first', 'second'):
     monkeypatch.setenv('TFP_FLOWPP_KERNEL_CACHE', str(fresh_build / name))
-    fused_attention.load.cache_clear()
-    fused_attention.load()
+    kernel_library.load.cache_clear()
+    kernel_library.load()
     assert len(os.listdir(fresh_build / name)) == 1  # Built there ...
   # ... but not loaded: two files' kernels would be duplicate registrations,
   # which TensorFlow refuses to run in a graph.

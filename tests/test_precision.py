@@ -139,26 +139,45 @@ def test_low_precision_bound_is_close_and_its_gradients_reach_every_variable(
 
 
 @pytest.mark.parametrize('low', [tf.bfloat16, tf.float16])
-def test_nonlinearities_of_16_bit_networks_compute_in_float32(low):
-  """concat_elu and gate: float32 inside, the network's dtype outside."""
+@pytest.mark.parametrize('fused', [True, False])
+def test_nonlinearities_of_16_bit_networks_compute_in_float32(
+    low, fused, monkeypatch):
+  """concat_elu and gate: float32 inside, the network's dtype outside.
+
+  Through TensorFlow's ops (float32 between two casts) or, for bfloat16,
+  the fused kernels (`fused_elementwise`, float32 registers): the same
+  values, one rounding of the float32 result.
+  """
+  from tfp_flowpp.networks import fused_elementwise  # pylint: disable=g-import-not-at-top
   from tfp_flowpp.networks import layers  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv('TFP_FLOWPP_FUSED_ELEMENTWISE', '1' if fused else '0')
+  assert fused_elementwise.applies(low) == (fused and low == tf.bfloat16)
   x32 = tf.random.stateless_normal([3, 5, 5, 8], seed=[4, 2]) * 3.
   x = tf.cast(x32, low)
-  for fn in (layers.concat_elu, layers.gate):
+  def gated_residual(h):
+    return layers.gated_residual(tf.ones([3, 5, 5, 4], h.dtype), h)
+
+  for fn in (layers.concat_elu, layers.gate, gated_residual):
     with tf.GradientTape() as tape:
       tape.watch(x)
       y = fn(x)
     assert y.dtype == low
     assert tape.gradient(y, x).dtype == low
-    # One rounding of the float32 result of the rounded input, no more.
+    # One rounding of the float32 result of the rounded input, no more
+    # (but the TF path of gated_residual rounds the gate before the add).
     reference = tf.cast(fn(tf.cast(x, tf.float32)), low)
-    np.testing.assert_array_equal(y.numpy(), reference.numpy())
+    if fn is not gated_residual or fused_elementwise.applies(low):
+      np.testing.assert_array_equal(y.numpy(), reference.numpy())
     np.testing.assert_allclose(
         tf.cast(y, tf.float32), fn(x32), rtol=2e-2, atol=2e-2)
   graph = tf.function(layers.concat_elu).get_concrete_function(
       tf.TensorSpec([None, 4], low)).graph
-  elus = [op for op in graph.get_operations() if op.type == 'Elu']
-  assert elus and all(op.outputs[0].dtype == tf.float32 for op in elus)
+  types = [op.type for op in graph.get_operations()]
+  if fused_elementwise.applies(low):
+    assert 'FlowppConcatElu' in types and 'Elu' not in types
+  else:
+    elus = [op for op in graph.get_operations() if op.type == 'Elu']
+    assert elus and all(op.outputs[0].dtype == tf.float32 for op in elus)
 
 
 @pytest.mark.parametrize('policy', ('float32',) + MIXED)

@@ -13,11 +13,11 @@ gives the same masks on every run and after a resume.
 
 import contextlib
 import math
-import threading
 
 import tensorflow as tf
 
 from tfp_flowpp.networks import fused_attention
+from tfp_flowpp.networks import kernel_library
 from tfp_flowpp.networks import layers
 
 __all__ = [
@@ -41,17 +41,15 @@ MAX_UNROLLED_ATTENTION_CHUNKS = 16
 _DROPOUT_LEVELS = 2**16
 
 
-_TRACING = threading.local()
-
-
 @contextlib.contextmanager
 def portable_attention():
   """Attention traced inside is TensorFlow's ops with their own gradient.
 
   For graphs that are saved (`export.export_saved_model`), which must run
-  wherever TensorFlow (or TF Serving) runs: neither the fused CPU kernel
-  (`fused_attention`, a custom op compiled on this machine) nor the
-  hand-written gradient of `attention` is used. The latter matters because
+  wherever TensorFlow (or TF Serving) runs: neither a fused CPU kernel
+  (`fused_attention`, `fused_elementwise`: custom ops compiled on this
+  machine; this is `kernel_library.portable_graphs`) nor the hand-written
+  gradient of `attention` is used. The latter matters because
   with ``tf.saved_model.SaveOptions(experimental_custom_gradients=True)``,
   which the export needs for ``flow_log_prob``'s frozen gradient, TensorFlow
   traces and serialises a gradient function for every custom-gradient op of
@@ -73,16 +71,12 @@ def portable_attention():
   ...   print(identity_n_ops(tf.ones([2, 1, 3, 2])))  # A new trace.
   0
   """
-  depth = getattr(_TRACING, 'portable', 0)
-  _TRACING.portable = depth + 1
-  try:
+  with kernel_library.portable_graphs():
     yield
-  finally:
-    _TRACING.portable = depth
 
 
 def _portable():
-  return bool(getattr(_TRACING, 'portable', 0))
+  return kernel_library.in_portable_graph()
 
 
 def _plain_attention_core(q, k, v):
@@ -322,7 +316,7 @@ class GatedConvBlock(tf.Module):
       h += self.context_proj(layers.concat_elu(context))
     h = _dropout(layers.concat_elu(h), self.dropout, training,
                  self.dropout_stream)
-    return x + layers.gate(self.conv2(h))
+    return layers.gated_residual(x, self.conv2(h))
 
 
 class GatedAttentionBlock(tf.Module):
@@ -451,7 +445,7 @@ class GatedAttentionBlock(tf.Module):
     attended = tf.reshape(attended, [batch, height, width, self.filters])
     attended = _dropout(attended, self.dropout, training,
                         self.dropout_stream)
-    return x + layers.gate(self.out(attended))
+    return layers.gated_residual(x, self.out(attended))
 
 
 def attention_kernel_of(module):
@@ -567,7 +561,7 @@ class PointwiseMaxoutBlock(tf.Module):
     h = tf.reshape(h, tf.concat([tf.shape(x), [3]], 0))
     h = _dropout(tf.reduce_max(h, axis=-1), self.dropout, training,
                  self.dropout_stream)
-    return x + layers.gate(self.out(h))
+    return layers.gated_residual(x, self.out(h))
 
 
 _DROPOUT_BLOCKS = (GatedConvBlock, GatedAttentionBlock, PointwiseMaxoutBlock)

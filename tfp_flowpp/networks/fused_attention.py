@@ -22,13 +22,10 @@ in float32, else the float32 path. Inputs and outputs stay in the
 ``[B, N, heads·d]`` layout of the projections, so the transposes around the
 core disappear too.
 
-The kernel is compiled with the system's C++ compiler (``$CXX`` or
-``g++``) against the installed TensorFlow's headers, for this CPU
-(``-march=native``), the first time it is needed, into a cache directory
-(``$TFP_FLOWPP_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/tfp_flowpp``, else
-``~/.cache/tfp_flowpp``); the file name is a hash of the source, the
-compiler, the flags, TensorFlow's version and the CPU, so a shared home
-directory serves different machines. About 10 s, once.
+The kernel is compiled on first use with the other fused kernels into one
+op library (`kernel_library`: the system's C++ compiler, ``-march=native``,
+a cache directory keyed by a hash of sources, compiler, TensorFlow and
+CPU).
 
 ``attention_kernel`` (a `ModelConfig` field, ``--attention_kernel``):
 
@@ -48,166 +45,30 @@ digits configs at 0.84-1.24× TensorFlow's speed (two runs), against
 than TensorFlow's float16 CPU ops (docs/benchmarks.md, section speed).
 
 It applies on CPUs only (no GPU is visible) and outside XLA clusters and
-SavedModel exports (`blocks.portable_attention`), which keep
+SavedModel exports (`kernel_library.portable_graphs`), which keep
 TensorFlow's ops so a SavedModel runs wherever TensorFlow (or TF Serving)
 does. Both paths compute the same function; they differ by float rounding.
 """
 
-import functools
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
-
 from absl import logging
 import tensorflow as tf
 
+from tfp_flowpp.networks import kernel_library
+from tfp_flowpp.networks.kernel_library import KernelUnavailableError
+
 __all__ = [
-    'KERNELS', 'KernelUnavailableError', 'load', 'self_attention',
-    'uses_fused_kernel', 'describe'
+    'KERNELS', 'KernelUnavailableError', 'self_attention', 'uses_fused_kernel',
+    'describe'
 ]
 
 KERNELS = ('auto', 'fused', 'tensorflow')
 
-_SOURCE = os.path.join(os.path.dirname(__file__), 'kernels',
-                       'self_attention.cc')
 # What `auto` uses the kernel for: 16-bit networks (see the module docstring).
 _AUTO_DTYPES = (tf.bfloat16, tf.float16)
 # Input dtype -> the largest head dimension the kernel takes (four 64-byte
 # vectors of its accumulation dtype: float64 for float64, else float32).
 _MAX_HEAD_DIM = {tf.float32: 64, tf.bfloat16: 64, tf.float16: 64,
                  tf.float64: 32}
-
-
-class KernelUnavailableError(ValueError):
-  """The fused kernel cannot be built or loaded here (one-line reason)."""
-
-
-def _cache_dir():
-  if os.environ.get('TFP_FLOWPP_KERNEL_CACHE'):
-    return os.environ['TFP_FLOWPP_KERNEL_CACHE']
-  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(
-      os.path.expanduser('~'), '.cache')
-  return os.path.join(base, 'tfp_flowpp')
-
-
-def _cpu_identity():
-  """The CPU's model name and flags (what ``-march=native`` compiles for)."""
-  fields = {}
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        key, _, value = line.partition(':')
-        key = key.strip()
-        if key in ('model name', 'flags') and key not in fields:
-          fields[key] = value.strip()
-        if len(fields) == 2:
-          break
-  except OSError:
-    pass
-  return f'{platform.machine()} {fields.get("model name", "")} ' + (
-      fields.get('flags', ''))
-
-
-def _compile_command(compiler, output):
-  return ([compiler, '-O3', '-march=native', '-shared', '-fPIC', '-w'] +
-          tf.sysconfig.get_compile_flags() + [_SOURCE, '-o', output] +
-          tf.sysconfig.get_link_flags())
-
-
-@functools.lru_cache(maxsize=None)
-def load():
-  """The compiled op library (built into the cache directory if needed).
-
-  Returns:
-    The module `tf.load_op_library` returns, with ``flowpp_self_attention``
-    and ``flowpp_self_attention_grad``; the gradient is registered. A
-    process loads one file: after the first, a call (say with another
-    cache directory) still builds the file if it is missing but returns
-    the module already loaded.
-
-  Raises:
-    KernelUnavailableError: no compiler, a failed compilation or load (the
-      message says which, in one line).
-  """
-  compiler = os.environ.get('CXX') or 'g++'
-  if shutil.which(compiler) is None:
-    raise KernelUnavailableError(
-        f'no C++ compiler {compiler!r} on PATH to build the fused attention '
-        'kernel (install g++ or set CXX)')
-  try:
-    version = subprocess.run([compiler, '--version'],
-                             capture_output=True,
-                             text=True,
-                             check=True,
-                             timeout=60).stdout
-    with open(_SOURCE, 'rb') as f:
-      source = f.read()
-  except (OSError, subprocess.SubprocessError) as e:
-    raise KernelUnavailableError(
-        f'cannot run {compiler} or read {_SOURCE}: {e}') from e
-  key = hashlib.sha256()
-  for part in (source, version.encode(), tf.__version__.encode(),
-               ' '.join(_compile_command(compiler, '')).encode(),
-               _cpu_identity().encode()):
-    key.update(part + b'\0')
-  directory = _cache_dir()
-  path = os.path.join(directory, f'self_attention-{key.hexdigest()[:16]}.so')
-  if not os.path.exists(path):
-    try:
-      os.makedirs(directory, exist_ok=True)
-      fd, partial = tempfile.mkstemp(
-          suffix='.so.partial', prefix='self_attention-', dir=directory)
-      os.close(fd)
-    except OSError as e:
-      raise KernelUnavailableError(
-          f'cannot write the fused attention kernel to {directory}: {e}') from e
-    logging.info('Compiling the fused attention kernel into %s', path)
-    try:
-      result = subprocess.run(
-          _compile_command(compiler, partial),
-          capture_output=True,
-          text=True,
-          timeout=600)
-      if result.returncode:
-        errors = [
-            line for line in result.stderr.splitlines() if 'error' in line
-        ]
-        raise KernelUnavailableError(
-            f'{compiler} failed to build the fused attention kernel: ' +
-            (errors[0].strip() if errors else
-             ' '.join(result.stderr.split())[-300:]))
-      os.replace(partial, path)  # Atomic: never a half-written library.
-    except (OSError, subprocess.SubprocessError) as e:
-      raise KernelUnavailableError(
-          f'{compiler} failed to build the fused attention kernel: {e}') from e
-    finally:
-      if os.path.exists(partial):
-        os.remove(partial)
-  if _LIBRARY[0] is not None:
-    # One file per process: TensorFlow would hold a second file's kernels as
-    # duplicate registrations of the same op and refuse to run it in graphs.
-    return _LIBRARY[0]
-  try:
-    library = tf.load_op_library(path)
-  except (tf.errors.NotFoundError, OSError) as e:
-    raise KernelUnavailableError(
-        f'cannot load the fused attention kernel {path}: '
-        f'{str(e).splitlines()[0]}') from e
-  _LIBRARY[0] = library
-  tf.RegisterGradient('FlowppSelfAttention')(_gradient)
-  return library
-
-
-# [the library loaded in this process (the gradient calls it)]
-_LIBRARY = [None]
-
-
-def _gradient(op, grad_output, unused_grad_log_normalizer):
-  return _LIBRARY[0].flowpp_self_attention_grad(
-      op.inputs[0], op.outputs[1], grad_output, heads=op.get_attr('heads'))
 
 
 def self_attention(qkv, heads):
@@ -242,28 +103,9 @@ def self_attention(qkv, heads):
     KernelUnavailableError: the kernel cannot be built here.
   """
   accumulate = tf.float64 if qkv.dtype == tf.float64 else tf.float32
-  output, _ = load().flowpp_self_attention(qkv, heads=heads, A=accumulate)
+  output, _ = kernel_library.load().flowpp_self_attention(
+      qkv, heads=heads, A=accumulate)
   return output
-
-
-def _in_xla_context():
-  # A `tf.function(jit_compile=True)` graph (or one nested in it): custom
-  # ops have no XLA lowering.
-  from tensorflow.python.ops import control_flow_util  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
-  graph = tf.compat.v1.get_default_graph()
-  if control_flow_util.GraphOrParentsInXlaContext(graph):
-    return True
-  while graph is not None:
-    if getattr(graph, '_jit_compile', False) or 'jit_compile=True' in str(
-        getattr(graph, 'name', '')):
-      return True
-    graph = getattr(graph, 'outer_graph', None)
-  return False
-
-
-@functools.lru_cache(maxsize=None)
-def _gpu_visible():
-  return bool(tf.config.list_logical_devices('GPU'))
 
 
 _WARNED = set()
@@ -293,11 +135,11 @@ def uses_fused_kernel(kernel, dtype, head_dim=1, portable=False):
   dtype = tf.as_dtype(dtype)
   if (kernel == 'tensorflow' or portable or
       (kernel == 'auto' and dtype not in _AUTO_DTYPES) or
-      head_dim > _MAX_HEAD_DIM.get(dtype, 0) or _gpu_visible() or
-      _in_xla_context()):
+      head_dim > _MAX_HEAD_DIM.get(dtype, 0) or kernel_library.gpu_visible() or
+      kernel_library.in_xla_context()):
     return False
   try:
-    load()
+    kernel_library.load()
   except KernelUnavailableError as e:
     if kernel == 'fused':
       raise
@@ -321,20 +163,14 @@ def describe(kernel, dtype):
   dtype = tf.as_dtype(dtype)
   if kernel == 'tensorflow':
     return 'TensorFlow ops (requested)'
-  if _gpu_visible():
+  if kernel_library.gpu_visible():
     return f'TensorFlow ops ({kernel}: the fused kernel is CPU-only)'
   if kernel == 'auto' and dtype not in _AUTO_DTYPES:
     return f'TensorFlow ops (auto: {dtype.name} networks)'
   try:
-    load()
+    kernel_library.load()
   except KernelUnavailableError as e:
     if kernel == 'fused':
       raise
     return f'TensorFlow ops (auto: {e})'
   return f'fused CPU kernel ({kernel})'
-
-
-if __name__ == '__main__':
-  # python -m tfp_flowpp.networks.fused_attention: build the kernel now
-  # (e.g. in a container image) and say where it is.
-  print(f'{describe("fused", tf.float32)}, built in {_cache_dir()}')

@@ -32,6 +32,7 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/util/work_sharder.h"
+#include "simd_math.h"
 
 namespace tensorflow {
 namespace {
@@ -89,10 +90,9 @@ template <typename A>
 constexpr int64_t kLanes = 64 / sizeof(A);
 
 // row[j] = exp(row[j] - shift) for j < n (n a multiple of the lanes);
-// returns the sum. float: Cody-Waite reduction to r in [-ln2/2, ln2/2] and a
-// degree-6 minimax polynomial for e^r (relative error < 1e-7, i.e. about
-// one float32 ulp; arguments below -87 give e^-87 ≈ 1.6e-38, not 0), about
-// twice as fast as Eigen's exp; float64: Eigen's exp.
+// returns the sum. float: `flowpp::Exp` (simd_math.h: relative error < 1e-7,
+// i.e. about one float32 ulp; arguments below -87 give e^-87 ≈ 1.6e-38,
+// not 0), about twice as fast as Eigen's exp; float64: Eigen's exp.
 template <typename A>
 A ExpShifted(A* row, int64_t n, A shift) {
   Eigen::Map<Eigen::Array<A, Eigen::Dynamic, 1>> x(row, n);
@@ -102,26 +102,11 @@ A ExpShifted(A* row, int64_t n, A shift) {
 
 template <>
 float ExpShifted<float>(float* row, int64_t n, float shift) {
-  typedef float V __attribute__((vector_size(64), aligned(4), may_alias));
-  typedef int32_t I __attribute__((vector_size(64), aligned(4), may_alias));
-  const float kMagic = 12582912.f;  // 1.5·2²³: adding it rounds to integer.
-  const V lowest = V{} - 87.f, magic = V{} + kMagic;
-  V total = {};
+  using flowpp::V16;
+  V16 total = {};
   for (int64_t j = 0; j < n; j += 16) {
-    V x = *reinterpret_cast<const V*>(row + j) - shift;
-    x = x > lowest ? x : lowest;
-    const V big = x * 1.44269504088896341f + kMagic;  // n = round(x / ln 2)
-    const V k = big - magic;
-    V r = x - k * 0.693359375f;  // ln 2 = 0.693359375 - 2.12194440e-4
-    r = r + k * 2.12194440e-4f;
-    V p = r * 0.0013836834114044905f + 0.008374815806746483f;
-    p = p * r + 0.04166822507977486f;
-    p = p * r + 0.16666419804096222f;
-    p = p * r + 0.49999991059303284f;
-    p = p * r + 1.f;
-    p = p * r + 1.f;
-    const V e = (V)((I)p + (((I)big - (I)magic) << 23));  // p · 2ⁿ
-    *reinterpret_cast<V*>(row + j) = e;
+    const V16 e = flowpp::Exp(*reinterpret_cast<const V16*>(row + j) - shift);
+    *reinterpret_cast<V16*>(row + j) = e;
     total += e;
   }
   float sum = 0;
