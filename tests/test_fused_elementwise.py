@@ -149,8 +149,11 @@ def test_a_bfloat16_block_uses_the_kernels_and_computes_the_same(monkeypatch):
     tape.watch(x)
     fused = block(x)
   grad_fused = tape.gradient(fused, x)
+  assert fused_elementwise.describe(tf.bfloat16) == 'fused CPU kernels'
   monkeypatch.setenv('TFP_FLOWPP_FUSED_ELEMENTWISE', '0')
   assert not fused_elementwise.applies(tf.bfloat16)
+  assert fused_elementwise.describe(tf.bfloat16) == (
+      'TensorFlow ops (TFP_FLOWPP_FUSED_ELEMENTWISE=0)')
   assert not fused_ops & _op_types(block, tf.zeros([3, 4, 4, 16],
                                                    tf.bfloat16))
   with tf.GradientTape() as tape:

@@ -221,6 +221,9 @@ def test_auto_is_the_default_and_resolves_to_what_this_machine_has(tmp_path):
   assert trainer.attention_message == 'Attention: ' + (
       'fused CPU kernel (auto).' if expected == 'mixed_bfloat16' else
       'TensorFlow ops (auto: float32 networks).')
+  assert trainer.elementwise_message == 'Gated blocks: ' + (
+      'fused CPU kernels.' if expected == 'mixed_bfloat16' else
+      'TensorFlow ops (float32 networks).')
   assert precision.policy_of(trainer.model) == expected
 
 

@@ -40,7 +40,7 @@ import tensorflow as tf
 
 from tfp_flowpp.networks import kernel_library
 
-__all__ = ['applies', 'concat_elu', 'gated_residual']
+__all__ = ['applies', 'describe', 'concat_elu', 'gated_residual']
 
 # The dtypes the kernels are used for (they also take float32, which
 # TensorFlow's own float32 kernels already serve well).
@@ -48,21 +48,48 @@ _DTYPES = (tf.bfloat16,)
 _WARNED = set()
 
 
-def applies(dtype):
-  """Whether a gated block traced now uses the fused kernels for ``dtype``."""
-  if (tf.as_dtype(dtype) not in _DTYPES or
-      os.environ.get('TFP_FLOWPP_FUSED_ELEMENTWISE', '1') == '0' or
-      kernel_library.in_portable_graph() or kernel_library.gpu_visible() or
-      kernel_library.in_xla_context()):
-    return False
+def _reason_not_used(dtype):
+  """Why a gated block traced now uses TensorFlow's ops (None: it does not)."""
+  dtype = tf.as_dtype(dtype)
+  if dtype not in _DTYPES:
+    return f'{dtype.name} networks'
+  if os.environ.get('TFP_FLOWPP_FUSED_ELEMENTWISE', '1') == '0':
+    return 'TFP_FLOWPP_FUSED_ELEMENTWISE=0'
+  if kernel_library.gpu_visible():
+    return 'the fused kernels are CPU-only'
+  if kernel_library.in_portable_graph():
+    return 'a portable graph'
+  if kernel_library.in_xla_context():
+    return 'an XLA cluster'
   try:
     kernel_library.load()
   except kernel_library.KernelUnavailableError as e:
     if str(e) not in _WARNED:
       _WARNED.add(str(e))
       logging.warning('Gated blocks: TensorFlow ops (%s)', e)
-    return False
-  return True
+    return str(e)
+  return None
+
+
+def applies(dtype):
+  """Whether a gated block traced now uses the fused kernels for ``dtype``."""
+  return _reason_not_used(dtype) is None
+
+
+def describe(dtype):
+  """Which elementwise ops the gated blocks run, and why: a startup line.
+
+  >>> import tensorflow as tf
+  >>> from tfp_flowpp.networks import fused_elementwise
+  >>> fused_elementwise.describe(tf.float32)
+  'TensorFlow ops (float32 networks)'
+
+  Args:
+    dtype: what the networks compute in.
+  """
+  reason = _reason_not_used(dtype)
+  return 'fused CPU kernels' if reason is None else (
+      f'TensorFlow ops ({reason})')
 
 
 def concat_elu(x):

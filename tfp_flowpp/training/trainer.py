@@ -39,6 +39,7 @@ from tfp_flowpp import data as data_lib
 from tfp_flowpp import model_builder
 from tfp_flowpp import precision
 from tfp_flowpp.networks import fused_attention
+from tfp_flowpp.networks import fused_elementwise
 from tfp_flowpp.training import atomic_files
 from tfp_flowpp.training import checkpoints
 from tfp_flowpp.training import determinism
@@ -128,12 +129,17 @@ class Trainer:
     self.dataset = dataset or data_lib.load_dataset(data_config)
     policy, reason = precision.resolve(model_config.precision)
     self.precision_message = f'Precision: {policy} ({reason}).'
+    network_dtype = precision.network_dtype(policy) or model_config.dtype
     self.attention_message = None
     if 'attention' in (model_config.mixer, model_config.dequantizer_mixer,
                        model_config.context_mixer):
       self.attention_message = 'Attention: ' + fused_attention.describe(
-          model_config.attention_kernel,
-          precision.network_dtype(policy) or model_config.dtype) + '.'
+          model_config.attention_kernel, network_dtype) + '.'
+    self.elementwise_message = None
+    if (model_config.network == 'gated_resnet' or
+        model_config.dequantizer == 'variational'):
+      self.elementwise_message = (
+          'Gated blocks: ' + fused_elementwise.describe(network_dtype) + '.')
     self.model_config = model_config.replace(
         image_shape=tuple(self.dataset.image_shape),
         num_levels=int(self.dataset.num_levels),
@@ -287,6 +293,8 @@ class Trainer:
     self._print(self.precision_message)
     if self.attention_message:
       self._print(self.attention_message)
+    if self.elementwise_message:
+      self._print(self.elementwise_message)
     latest = tf.train.latest_checkpoint(self.workdir.checkpoint_dir)
     if latest:
       with self.strategy.scope():
