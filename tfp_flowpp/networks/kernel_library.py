@@ -95,7 +95,7 @@ def _accepts(compiler, flag):
 
 def _compile_command(compiler, output):
   # The kernels use no float16 arithmetic, and with AVX512-FP16 enabled
-  # (-march=native on a Sapphire Rapids Xeon) the Eigen headers of TF 2.21
+  # (-march=native on a Sapphire Rapids-class Xeon) the Eigen headers of TF 2.21
   # do not compile with GCC 12 (PacketMathFP16.h: "expected initializer
   # before '<' token"); compilers that predate the option never enable it.
   no_fp16 = (['-mno-avx512fp16'] if _accepts(compiler, '-mno-avx512fp16')
