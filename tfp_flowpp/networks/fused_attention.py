@@ -50,7 +50,6 @@ TensorFlow's ops so a SavedModel runs wherever TensorFlow (or TF Serving)
 does. Both paths compute the same function; they differ by float rounding.
 """
 
-from absl import logging
 import tensorflow as tf
 
 from tfp_flowpp.networks import kernel_library
@@ -108,9 +107,6 @@ def self_attention(qkv, heads):
   return output
 
 
-_WARNED = set()
-
-
 def uses_fused_kernel(kernel, dtype, head_dim=1, portable=False):
   """Whether attention traced now computes with the fused kernel.
 
@@ -133,19 +129,17 @@ def uses_fused_kernel(kernel, dtype, head_dim=1, portable=False):
     raise ValueError(
         f'attention_kernel must be one of {KERNELS}, got {kernel!r}.')
   dtype = tf.as_dtype(dtype)
-  if (kernel == 'tensorflow' or portable or
+  if (kernel == 'tensorflow' or
       (kernel == 'auto' and dtype not in _AUTO_DTYPES) or
-      head_dim > _MAX_HEAD_DIM.get(dtype, 0) or kernel_library.gpu_visible() or
-      kernel_library.in_xla_context()):
+      head_dim > _MAX_HEAD_DIM.get(dtype, 0) or
+      kernel_library.placement_obstacle(portable)):
     return False
   try:
     kernel_library.load()
   except KernelUnavailableError as e:
     if kernel == 'fused':
       raise
-    if str(e) not in _WARNED:
-      _WARNED.add(str(e))
-      logging.warning('attention_kernel=auto: TensorFlow ops (%s)', e)
+    kernel_library.warn_once(f'attention_kernel=auto: TensorFlow ops ({e})')
     return False
   return True
 

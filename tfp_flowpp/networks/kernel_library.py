@@ -39,7 +39,7 @@ import tensorflow as tf
 
 __all__ = [
     'KernelUnavailableError', 'load', 'portable_graphs', 'in_portable_graph',
-    'in_xla_context', 'gpu_visible'
+    'in_xla_context', 'gpu_visible', 'placement_obstacle', 'warn_once'
 ]
 
 _KERNELS_DIR = os.path.join(os.path.dirname(__file__), 'kernels')
@@ -286,6 +286,36 @@ def in_xla_context():
 def gpu_visible():
   """Whether TensorFlow sees a GPU (the kernels are CPU-only)."""
   return bool(tf.config.list_logical_devices('GPU'))
+
+
+def placement_obstacle(portable=False):
+  """Why a fused kernel traced now would not run where its graph runs.
+
+  Args:
+    portable: the caller's graph must run wherever TensorFlow does (as
+      inside `portable_graphs`).
+
+  Returns:
+    A short reason — a visible GPU (the kernels are CPU-only), a portable
+    graph, an XLA cluster — or None: the kernels apply if they build.
+  """
+  if gpu_visible():
+    return 'the fused kernels are CPU-only'
+  if portable or in_portable_graph():
+    return 'a portable graph'
+  if in_xla_context():
+    return 'an XLA cluster'
+  return None
+
+
+_WARNED = set()
+
+
+def warn_once(message):
+  """Logs ``message`` as a warning the first time this process sees it."""
+  if message not in _WARNED:
+    _WARNED.add(message)
+    logging.warning('%s', message)
 
 
 if __name__ == '__main__':

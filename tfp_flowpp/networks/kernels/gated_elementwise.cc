@@ -17,8 +17,8 @@
 #define EIGEN_USE_THREADS
 
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
-#include <type_traits>
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -29,7 +29,6 @@
 namespace tensorflow {
 namespace {
 
-using flowpp::I16;
 using flowpp::V16;
 using shape_inference::DimensionHandle;
 using shape_inference::InferenceContext;
