@@ -268,6 +268,7 @@ def worker_main(spec):
         'mean_bpd': float(columns['bpd'].mean()),
         'mean_png_bpd': float(columns['png_bits'].mean() / model.num_dims),
         **_mean_flowpp_bpd(columns, model.num_dims),
+        **_mean_background_bpd(columns),
         'metrics': metrics,
     })
     histograms[name] = _histogram_data(columns)
@@ -287,6 +288,7 @@ def worker_main(spec):
       'test_mean_png_bpd': float(inside['png_bits'].mean() / model.num_dims),
       **{f'test_{k}': v for k, v in
          _mean_flowpp_bpd(inside, model.num_dims).items()},
+      **{f'test_{k}': v for k, v in _mean_background_bpd(inside).items()},
       'entropy_bpd': typicality.entropy_bpd,
       'reference_images': [int(len(reference)), int(len(held))],
       'validation_mean_bpd': float(held.mean()),
@@ -294,6 +296,17 @@ def worker_main(spec):
       'histograms': histograms,
       'seconds': time.time() - started,
   })
+
+
+def _mean_background_bpd(columns):
+  """{'mean_background_bpd': the background model's mean bound} if scored.
+
+  Next to the model's mean bpd it shows which of the two finds a set more
+  likely, i.e. the sign of the mean likelihood ratio.
+  """
+  if 'background_bpd' not in columns:
+    return {}
+  return {'mean_background_bpd': float(columns['background_bpd'].mean())}
 
 
 def _mean_flowpp_bpd(columns, num_dims):
@@ -503,19 +516,24 @@ def _experiment_markdown(title, result, doc_path, figures_dir):
       f'{result["test_mean_png_bpd"]:.2f} bits/dim'
       + (f'; our code length under the generic model '
          f'{result["test_mean_flowpp_bpd"]:.3f} bits/dim'
-         if 'test_mean_flowpp_bpd' in result else '') +
+         if 'test_mean_flowpp_bpd' in result else '')
+      + (f'; background model {result["test_mean_background_bpd"]:.3f} '
+         'bits/dim' if 'test_mean_background_bpd' in result else '') +
       '). Typicality: Ĥ = '
       f'{result["entropy_bpd"]:.3f} from {result["reference_images"][0]} '
       f'training images, bootstrap from {result["reference_images"][1]} '
       f'validation images (mean {result["validation_mean_bpd"]:.3f}).')
   lines.append('')
   flowpp = 'test_mean_flowpp_bpd' in result
-  headers = (['OOD set', 'n', 'mean bpd', 'PNG bpd'] +
+  background = 'test_mean_background_bpd' in result
+  headers = (['OOD set', 'n', 'mean bpd'] +
+             (['background bpd'] if background else []) + ['PNG bpd'] +
              (['flowpp L/D'] if flowpp else []) + [h for _, h in SCORES])
   rows = []
   for s in result['sets']:
-    rows.append([s['name'], s['num_images'], f'{s["mean_bpd"]:.3f}',
-                 f'{s["mean_png_bpd"]:.2f}'] +
+    rows.append([s['name'], s['num_images'], f'{s["mean_bpd"]:.3f}'] +
+                ([f'{s["mean_background_bpd"]:.3f}'] if background else []) +
+                [f'{s["mean_png_bpd"]:.2f}'] +
                 ([f'{s["mean_flowpp_bpd"]:.3f}'] if flowpp else []) +
                 [_cell(_auroc(s, k)) for k, _ in SCORES])
   lines.append(_common.markdown_table(headers, rows))
@@ -577,8 +595,9 @@ def report(results, doc_path, figures_dir):
       'of the image under a generic model (`compression.Codec.code_lengths`: '
       'each image coded alone, overhead included) trained on photo patches '
       '(`bench/ood.py --write_patches`), none of which is an OOD set; *LLR*: bpd − bpd of the background model, i.e. '
-      '−LLR/(D ln 2) (Ren et al. 2019). *mean bpd* / *PNG bpd*: the set\'s '
-      'mean bound and PNG length per dimension. AUPR for every cell is in '
+      '−LLR/(D ln 2) (Ren et al. 2019). *mean bpd* / *background bpd* / '
+      '*PNG bpd*: the set\'s mean bound under the model and under the '
+      'background model, and its PNG length per dimension. AUPR for every cell is in '
       '`ood_results.json`.', '']
   md += [
       'Background models are trained with the model\'s own flag file on '

@@ -3,6 +3,7 @@
 
     python bench/ood_models.py --dataset=fashion_mnist --root=DIR \\
         [--model_workdir=REFERENCE_RUN] [--model_steps=3000] [--aux_steps=1000]
+        [--background_steps=N]
     python bench/ood_models.py --dataset=digits --root=DIR
     python bench/ood_models.py --dataset=fashion_mnist --root=DIR --dry_run
 
@@ -18,8 +19,10 @@ or on the next day; it picks up where it stopped. Under ``DIR``:
   schedule; digits: ``configs/quickstart.flags``), unless
   ``--model_workdir`` names one trained elsewhere (e.g. the reference run of
   bench/reference_run.py);
-* ``background``: the same flags on pixel-perturbed training images (each
-  pixel a uniform random level with probability 0.2; Ren et al. 2019):
+* ``background``: the same flags and as many steps as the model (the steps
+  ``--model_workdir`` trained, by its metrics.jsonl), on pixel-perturbed
+  training images (each pixel a uniform random level with probability 0.2;
+  Ren et al. 2019, who train the background like the model):
   ``bin/train --perturbation_rate=0.2`` for Fashion-MNIST, five fixed draws
   (``bench/ood.py --write_perturbed --copies=5``) for the digits;
 * ``generic`` on ``patches.npz`` (``bench/ood.py --write_patches``: grey
@@ -27,7 +30,15 @@ or on the next day; it picks up where it stopped. Under ``DIR``:
   the generic model of the S (flowpp) score (``--skip_generic``: neither,
   and no S (flowpp) column);
 * ``heldout``: the model's flags on classes 0-8 only (class 9 is the
-  held-out OOD set), and ``heldout_background`` its background model.
+  held-out OOD set), and ``heldout_background`` its background model (as
+  many steps as ``heldout``).
+
+A background trained for fewer steps than its model makes the likelihood
+ratio meaningless: stop 31 scored the 6,000-step reference model against a
+1,000-step background, and images far from the data (inverted, constant)
+came out *more* in-distribution than the test set (LLR AUROC 0.056 and
+0.000), because the weak background found them even less likely than the
+model did. ``--background_steps`` overrides the matching.
 
 Then ``bench/ood.py`` scores the model with its background and generic
 model, and the held-out model with its own (``--no_score`` stops after
@@ -38,6 +49,7 @@ that for the reference run).
 """
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
@@ -73,6 +85,22 @@ DATASETS = {
 }
 
 
+def trained_steps(workdir):
+  """Steps a bin/train workdir has trained: the last step in its
+  metrics.jsonl, else its configured ``train_steps``."""
+  steps = None
+  metrics = os.path.join(workdir, 'metrics.jsonl')
+  if os.path.isfile(metrics):
+    with open(metrics, encoding='utf-8') as f:
+      for line in f:
+        if line.strip():
+          steps = json.loads(line).get('step', steps)
+  if steps is None:
+    with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
+      steps = json.load(f)['train']['train_steps']
+  return int(steps)
+
+
 def plan(args):
   """The steps of the experiment: ``[(description, argv or None), ...]``.
 
@@ -82,6 +110,8 @@ def plan(args):
   root = os.path.abspath(args.root)
   flagfile = os.path.join(_common.ROOT, spec['flagfile'])
   model_steps = args.model_steps or spec['model_steps']
+  if args.model_workdir:
+    model_steps = trained_steps(args.model_workdir)
   aux_steps = args.aux_steps or spec['aux_steps']
   run = {name: os.path.join(root, name) for name in (
       'model', 'background', 'generic', 'heldout', 'heldout_background')}
@@ -99,19 +129,21 @@ def plan(args):
     argv = [PYTHON, OOD, *flags, f'--out={path}']
     steps.append((f'write {name}', None if os.path.exists(path) else argv))
 
-  def background(name, of, *flags):
+  def background(name, of, of_steps, *flags):
+    # As many steps as the model it belongs to (see the module docstring).
+    steps_ = args.background_steps or of_steps
     if spec['fresh_perturbations']:
-      train(name, aux_steps, f'--perturbation_rate={PERTURBATION_RATE}',
+      train(name, steps_, f'--perturbation_rate={PERTURBATION_RATE}',
             *flags)
       return
     path = os.path.join(root, f'{name}.npz')
     write(name, path, f'--write_perturbed={run[of]}',
           f'--mutation_rate={PERTURBATION_RATE}', '--copies=5')
-    train(name, aux_steps, f'--dataset=npz:{path}')
+    train(name, steps_, f'--dataset=npz:{path}')
 
   if not args.model_workdir:
     train('model', model_steps)
-  background('background', 'model')
+  background('background', 'model', model_steps)
   patches = os.path.join(root, 'patches.npz')
   if not args.skip_generic:
     write('patches', patches, '--write_patches',
@@ -119,7 +151,8 @@ def plan(args):
           f'--num_levels={spec["num_levels"]}')
     train('generic', aux_steps, f'--dataset=npz:{patches}')
   train('heldout', aux_steps, f'--classes={HELDOUT_CLASSES}')
-  background('heldout_background', 'heldout', f'--classes={HELDOUT_CLASSES}')
+  background('heldout_background', 'heldout', aux_steps,
+             f'--classes={HELDOUT_CLASSES}')
   if not args.no_score:
     # bench/ood.py's own flag names, from its experiment table.
     scored = {args.dataset: ('model', 'background'),
@@ -149,8 +182,13 @@ def main(argv):
                       help='Steps of DIR/model (default 3000 for '
                       'Fashion-MNIST, 600 for the digits).')
   parser.add_argument('--aux_steps', type=int, default=0,
-                      help='Steps of every other model (default 1000 for '
-                      'Fashion-MNIST, 600 for the digits).')
+                      help='Steps of the generic and held-out models '
+                      '(default 1000 for Fashion-MNIST, 600 for the '
+                      'digits).')
+  parser.add_argument('--background_steps', type=int, default=0,
+                      help='Steps of both background models (default: as '
+                      'many as the model each belongs to, which is what '
+                      'makes the likelihood ratio fair).')
   parser.add_argument('--train_flag', action='append', default=[],
                       help='Extra bin/train flag for every model (repeat), '
                       'e.g. --train_flag=--precision=float32.')
@@ -171,7 +209,7 @@ def main(argv):
   parser.add_argument('--dry_run', action='store_true',
                       help='Print the commands; run nothing.')
   args = parser.parse_args(argv[1:])
-  for flag in ('model_steps', 'aux_steps'):
+  for flag in ('model_steps', 'aux_steps', 'background_steps'):
     if getattr(args, flag) < 0:
       parser.error(f'--{flag} must be >= 0 (0: the default).')
   if args.model_workdir and not os.path.isfile(

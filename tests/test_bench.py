@@ -158,6 +158,11 @@ def test_ood_models_plans_every_model_bench_ood_scores(tmp_path):
     assert f'--workdir={tmp_path}/{name} ' in line, line
     assert '--test_num_samples=1' in line and '--lr_decay=cosine' in line
   assert '--perturbation_rate=0.2' in train['train background']
+  # Each background trains as many steps as its model: the golden run's 20
+  # (its metrics.jsonl), the held-out model's default 1,000.
+  assert ' --train_steps=20 ' in train['train background']
+  for name in ('generic', 'heldout', 'heldout_background'):
+    assert ' --train_steps=1000 ' in train[f'train {name}'], name
   assert '--perturbation_rate=0.2 --classes=0,1,2,3,4,5,6,7,8' in train[
       'train heldout_background']
   assert f'--dataset=npz:{tmp_path}/patches.npz' in train['train generic']
@@ -190,6 +195,8 @@ def test_ood_models_plans_every_model_bench_ood_scores(tmp_path):
       in lines[1]), lines[1]
   assert f'--dataset=npz:{tmp_path}/background.npz' in lines[2]
   assert lines[3] == '[4/9] write patches: done (kept)'
+  for line in (lines[0], lines[2]):  # The model and its background.
+    assert ' --train_steps=600 ' in line + ' ', line
   assert ' --digits_heldout_background_workdir=' in lines[-1]
 
   # --skip_generic: no patches, no generic model, no S (flowpp) flags.
@@ -202,6 +209,16 @@ def test_ood_models_plans_every_model_bench_ood_scores(tmp_path):
   score = result.stdout.splitlines()[-1]
   assert 'complexity_workdir' not in score and (
       f' --heldout_background_workdir={tmp_path}/heldout_background' in score)
+
+  # --background_steps overrides the matching for both backgrounds.
+  result = _ood_models('--dataset=fashion_mnist', f'--root={tmp_path}',
+                       f'--model_workdir={golden}', '--background_steps=7')
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = {l.split(':')[0].split('] ')[1]: l
+           for l in result.stdout.splitlines()}
+  assert ' --train_steps=7 ' in lines['train background']
+  assert ' --train_steps=7 ' in lines['train heldout_background']
+  assert ' --train_steps=1000 ' in lines['train heldout']
 
 
 def test_ood_models_rejects_a_missing_model_workdir(tmp_path):

@@ -576,6 +576,14 @@ def test_ood_bench_quick(tmp_path):
   assert abs(flowpp - bound) < 0.3 and flowpp < math.log2(17), (flowpp, bound)
   for s in digits['sets']:
     assert 0 <= s['metrics']['complexity_flowpp']['auroc'] <= 1, s['name']
+  # --quick's background is the scored model itself: the background column
+  # equals the bound up to dequantization noise, so the likelihood ratio's
+  # sign is visible next to it.
+  assert '| mean bpd | background bpd | PNG bpd |' in text
+  assert abs(digits['test_mean_background_bpd'] - bound) < 0.3
+  for s in digits['sets']:
+    assert abs(s['mean_background_bpd'] - s['mean_bpd']) < 0.1 * abs(
+        s['mean_bpd']) + 0.3, s['name']
 
 
 def test_ood_bench_writes_generic_patches(tmp_path):
