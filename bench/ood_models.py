@@ -3,7 +3,7 @@
 
     python bench/ood_models.py --dataset=fashion_mnist --root=DIR \\
         [--model_workdir=REFERENCE_RUN] [--model_steps=3000] [--aux_steps=1000]
-        [--background_steps=N]
+        [--background_steps=N] [--skip_generic] [--skip_heldout]
     python bench/ood_models.py --dataset=digits --root=DIR
     python bench/ood_models.py --dataset=fashion_mnist --root=DIR --dry_run
 
@@ -150,13 +150,15 @@ def plan(args):
           f'--image_size={spec["image_size"]}',
           f'--num_levels={spec["num_levels"]}')
     train('generic', aux_steps, f'--dataset=npz:{patches}')
-  train('heldout', aux_steps, f'--classes={HELDOUT_CLASSES}')
-  background('heldout_background', 'heldout', aux_steps,
-             f'--classes={HELDOUT_CLASSES}')
+  if not args.skip_heldout:
+    train('heldout', aux_steps, f'--classes={HELDOUT_CLASSES}')
+    background('heldout_background', 'heldout', aux_steps,
+               f'--classes={HELDOUT_CLASSES}')
   if not args.no_score:
     # bench/ood.py's own flag names, from its experiment table.
-    scored = {args.dataset: ('model', 'background'),
-              f'{args.dataset}_heldout': ('heldout', 'heldout_background')}
+    scored = {args.dataset: ('model', 'background')}
+    if not args.skip_heldout:
+      scored[f'{args.dataset}_heldout'] = ('heldout', 'heldout_background')
     argv = [PYTHON, OOD]
     for key, _, flag, background_flag, _ in EXPERIMENTS:
       if key in scored:
@@ -204,6 +206,9 @@ def main(argv):
                       'Zen 5 cores, about 25 min for its 9,000 scored '
                       'images). Rerun without it later to add the column: '
                       'the trained models are kept.')
+  parser.add_argument('--skip_heldout', action='store_true',
+                      help='Neither train nor score the held-out-class '
+                      'model and its background (two of the trainings).')
   parser.add_argument('--no_score', action='store_true',
                       help='Train only; do not run bench/ood.py.')
   parser.add_argument('--dry_run', action='store_true',

@@ -220,6 +220,17 @@ def test_ood_models_plans_every_model_bench_ood_scores(tmp_path):
   assert ' --train_steps=7 ' in lines['train heldout_background']
   assert ' --train_steps=1000 ' in lines['train heldout']
 
+  # --skip_heldout: the model's own experiment only.
+  result = _ood_models('--dataset=fashion_mnist', f'--root={tmp_path}',
+                       f'--model_workdir={golden}', '--skip_heldout',
+                       '--skip_generic')
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = result.stdout.splitlines()
+  assert [l.split(':')[0].split('] ')[1] for l in lines] == [
+      'train background', 'score with bench/ood.py']
+  assert 'heldout' not in lines[-1] and (
+      f' --background_workdir={tmp_path}/background' in lines[-1])
+
 
 def test_ood_models_rejects_a_missing_model_workdir(tmp_path):
   result = _ood_models('--dataset=fashion_mnist', f'--root={tmp_path}',
