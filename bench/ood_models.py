@@ -34,7 +34,7 @@ or on the next day; it picks up where it stopped. Under ``DIR``:
   many steps as ``heldout``).
 
 A background trained for fewer steps than its model makes the likelihood
-ratio meaningless: stop 31 scored the 6,000-step reference model against a
+ratio misleading: stop 31 scored the 6,000-step reference model against a
 1,000-step background, and images far from the data (inverted, constant)
 came out *more* in-distribution than the test set (LLR AUROC 0.056 and
 0.000), because the weak background found them even less likely than the
