@@ -87,14 +87,21 @@ DATASETS = {
 
 def trained_steps(workdir):
   """Steps a bin/train workdir has trained: the last step in its
-  metrics.jsonl, else its configured ``train_steps``."""
+  metrics.jsonl, else its configured ``train_steps``.
+
+  Reads the file as `training.Workdir.read_metrics` does (a torn last line
+  of a killed run ends the records) without importing TensorFlow, which
+  would add seconds to every plan of this script.
+  """
   steps = None
   metrics = os.path.join(workdir, 'metrics.jsonl')
   if os.path.isfile(metrics):
     with open(metrics, encoding='utf-8') as f:
       for line in f:
-        if line.strip():
+        try:
           steps = json.loads(line).get('step', steps)
+        except json.JSONDecodeError:
+          break
   if steps is None:
     with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
       steps = json.load(f)['train']['train_steps']

@@ -9,6 +9,7 @@ and the mixture-CDF inverse converges with a small error.
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -219,6 +220,18 @@ def test_ood_models_plans_every_model_bench_ood_scores(tmp_path):
   assert ' --train_steps=7 ' in lines['train background']
   assert ' --train_steps=7 ' in lines['train heldout_background']
   assert ' --train_steps=1000 ' in lines['train heldout']
+
+  # A killed run's torn last metrics line ends its records (as
+  # training.Workdir.read_metrics reads them): still the golden's 20 steps.
+  torn = tmp_path / 'torn_run'
+  shutil.copytree(golden, torn)
+  with open(torn / 'metrics.jsonl', 'a', encoding='utf-8') as f:
+    f.write('{"step": 30, "train_b')
+  result = _ood_models('--dataset=fashion_mnist', f'--root={tmp_path}',
+                       f'--model_workdir={torn}', '--skip_heldout',
+                       '--skip_generic')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert ' --train_steps=20 ' in result.stdout.splitlines()[0]
 
   # --skip_heldout: the model's own experiment only.
   result = _ood_models('--dataset=fashion_mnist', f'--root={tmp_path}',
