@@ -255,24 +255,37 @@ def _figures(results, figures_dir, prefix):
   os.makedirs(figures_dir, exist_ok=True)
   paths = {}
   labels = results['labels']
-  fig, ax = plt.subplots(figsize=(8, 5))
+  # Left: the whole run; right: its second half, where the curves of models
+  # that differ by hundredths of a bit (and may cross) can be told apart.
+  fig, (ax, zoom) = plt.subplots(1, 2, figsize=(13, 5))
+  all_y = [c[1] for r in results['models'].values() for c in r['curve']]
+  end = max((c[0] for r in results['models'].values() for c in r['curve']),
+            default=0.)
+  zoom_y = []
   for key, r in results['models'].items():
     xs = [c[0] for c in r['curve']]
     ys = [c[1] for c in r['curve']]
-    ax.plot(xs, ys, marker='o', markersize=3, label=labels[key])
+    for panel in (ax, zoom):
+      panel.plot(xs, ys, marker='o', markersize=3, label=labels[key])
+    zoom_y += [y for x, y in zip(xs, ys) if x >= end / 2]
   if results.get('baseline'):
     ax.axhline(results['baseline']['full'], color='gray', linestyle='--',
                label='per-pixel histogram')
-  ax.set_xlabel('training CPU seconds (user + system, both cores)')
+  for panel in (ax, zoom):
+    panel.set_xlabel('training CPU seconds (user + system, both cores)')
+    panel.grid(alpha=0.3)
   ax.set_ylabel('validation bits/dim (EMA weights, single-sample bound)')
   ax.set_title('Fashion-MNIST: validation bits/dim vs CPU time')
-  all_y = [c[1] for r in results['models'].values() for c in r['curve']]
+  zoom.set_title('second half of the budget')
   if all_y:
     low = min(all_y)
     high = max(results['baseline']['full'] if results.get('baseline') else 0,
                min(max(all_y), low + 2.5))
     ax.set_ylim(low - 0.05, high + 0.1)
-  ax.grid(alpha=0.3)
+  if zoom_y and end > 0:
+    pad = max(0.01, 0.05 * (max(zoom_y) - min(zoom_y)))
+    zoom.set_xlim(end / 2, end * 1.01)
+    zoom.set_ylim(min(zoom_y) - pad, max(zoom_y) + pad)
   ax.legend(fontsize=8)
   fig.tight_layout()
   paths['curve'] = os.path.join(figures_dir, f'{prefix}bpd_vs_cpu.png')
